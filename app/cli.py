@@ -1,0 +1,56 @@
+"""The `lookout` command line: a thin argparse root that dispatches to app/commands/<verb>.py."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.commands import VERBS
+from app.errors import LookoutError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookout",
+        description="Edge-AI camera inference: one network on LiteRT, Edge TPU, ExecuTorch and PyTorch Mobile, measured.",
+    )
+    parser.add_argument("--version", action="version", version=f"lookout {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        try:
+            module = importlib.import_module(f"app.commands.{verb}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"app.commands.{verb}":
+                continue  # verb not built yet: not listed rather than a placeholder
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verb:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LookoutError as exc:
+        print(f"lookout {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

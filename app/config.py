@@ -1,0 +1,302 @@
+"""Typed configuration: pydantic models loaded from one TOML file.
+
+Search order: --config, $LOOKOUT_CONFIG, ./lookout.toml, /etc/lookout/config.toml, built-in defaults.
+Runtime, source and power meter are discriminated unions on `type`. Runtime variants come from the
+runtime plugins (entry points), so a third-party runtime brings its own config model.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from app.errors import ConfigError
+
+SEARCH_PATHS = (Path("lookout.toml"), Path("/etc/lookout/config.toml"))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- sources -------------------------------------------------------------------------------------
+class OpenCVSource(Strict):
+    type: Literal["opencv"] = "opencv"
+    uri: str = Field(default="demo", description="video file, /dev/videoN, camera index, rtsp:// or http:// URL; 'demo' = bundled demo video")
+    loop: bool = Field(default=True, description="restart a video file at its end")
+    realtime: bool = Field(default=False, description="pace a video file at its own fps")
+    width: int | None = Field(default=None, ge=1)
+    height: int | None = Field(default=None, ge=1)
+
+
+class Picamera2Source(Strict):
+    type: Literal["picamera2"] = "picamera2"
+    camera: int = Field(default=0, ge=0)
+    width: int = Field(default=640, ge=1)
+    height: int = Field(default=480, ge=1)
+    fps: float = Field(default=30.0, gt=0)
+
+
+class ImagesSource(Strict):
+    type: Literal["images"] = "images"
+    folder: Path
+    loop: bool = True
+
+
+class SyntheticSource(Strict):
+    type: Literal["synthetic"] = "synthetic"
+    width: int = Field(default=640, ge=1)
+    height: int = Field(default=480, ge=1)
+    seed: int = 0
+
+
+SourceConfig = Annotated[
+    Union[OpenCVSource, Picamera2Source, ImagesSource, SyntheticSource], Field(discriminator="type")
+]
+
+
+class ReconnectConfig(Strict):
+    initial_s: float = Field(default=0.5, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+
+
+# --- power meters --------------------------------------------------------------------------------
+class NoMeter(Strict):
+    type: Literal["none"] = "none"
+
+
+class HwmonMeter(Strict):
+    type: Literal["hwmon"] = "hwmon"
+    name: str = Field(default="ina219", description="hwmon device name file: ina219, ina226, ina260 ...")
+    root: Path = Path("/sys/class/hwmon")
+    rate_hz: float = Field(default=200.0, gt=0)
+
+
+class Ina2xxI2CMeter(Strict):
+    type: Literal["ina2xx_i2c"] = "ina2xx_i2c"
+    chip: Literal["ina219", "ina260"] = "ina219"
+    bus: int = Field(default=1, ge=0)
+    address: int = Field(default=0x40, ge=0x03, le=0x77)
+    shunt_ohms: float = Field(default=0.1, gt=0)
+    max_expected_a: float = Field(default=3.2, gt=0)
+    rate_hz: float = Field(default=200.0, gt=0)
+
+
+class RpiPmicMeter(Strict):
+    type: Literal["rpi_pmic"] = "rpi_pmic"
+    vcgencmd: str = "vcgencmd"
+    rate_hz: float = Field(default=20.0, gt=0)
+
+
+class RaplMeter(Strict):
+    type: Literal["rapl"] = "rapl"
+    root: Path = Path("/sys/class/powercap")
+    zone: str = "intel-rapl:0"
+    rate_hz: float = Field(default=200.0, gt=0)
+
+
+MeterConfig = Annotated[
+    Union[NoMeter, HwmonMeter, Ina2xxI2CMeter, RpiPmicMeter, RaplMeter], Field(discriminator="type")
+]
+
+
+# --- everything else -----------------------------------------------------------------------------
+class PipelineConfig(Strict):
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    fps: float | None = Field(default=None, gt=0, description="cap the capture rate")
+    max_frames: int | None = Field(default=None, ge=1)
+    warmup: int = Field(default=5, ge=0, description="inferences run before timing starts")
+    queue_size: int = Field(default=2, ge=1, le=64)
+
+
+class TlsConfig(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttConfig(Strict):
+    enabled: bool = True
+    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    topic_prefix: str = "lookout"
+    publish_empty: bool = Field(default=False, description="publish frames without detections too")
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    homeassistant: bool = True
+
+
+class SpoolConfig(Strict):
+    max_messages: int = Field(default=100_000, ge=10)
+    max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+    drop_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+
+
+class BenchConfig(Strict):
+    min_queries: int = Field(default=300, ge=1, description="MLPerf single-stream: minimum timed queries")
+    min_duration_s: float = Field(default=0.0, ge=0, description="minimum timed duration")
+    warmup: int = Field(default=10, ge=0)
+
+
+def default_device_id() -> str:
+    return socket.gethostname().split(".")[0] or "lookout"
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
+    if env:
+        return Path(env.split(":")[0])
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "lookout"
+
+
+def default_models_dir() -> Path:
+    """models/ of the checkout, or $LOOKOUT_MODELS_DIR."""
+    env = os.environ.get("LOOKOUT_MODELS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+@functools.cache
+def runtime_config_union() -> Any:
+    """Discriminated union of every registered runtime's config model."""
+    from app.runtimes.base import discover
+
+    models = [r.cls.config_model for r in discover().values() if r.cls is not None]
+    if not models:
+        raise ConfigError("no runtime plugins registered (is the package installed? run pip install -e .)")
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[tuple(models)], Field(discriminator="type")]
+
+
+@functools.cache
+def config_model() -> type[BaseModel]:
+    """The root config model, built once with the runtime union from the plugins."""
+    runtime_union = runtime_config_union()
+    first_default = {"type": "tflite"}
+    return create_model(
+        "LookoutConfig",
+        __base__=Strict,
+        device_id=(str, Field(default_factory=default_device_id, pattern=r"^[A-Za-z0-9_.-]{1,64}$")),
+        model=(str, "blazeface-short"),
+        models_dir=(Path, Field(default_factory=default_models_dir)),
+        state_dir=(Path, Field(default_factory=default_state_dir)),
+        runtime=(runtime_union, Field(default_factory=lambda: first_default)),
+        source=(SourceConfig, Field(default_factory=OpenCVSource)),
+        reconnect=(ReconnectConfig, Field(default_factory=ReconnectConfig)),
+        meter=(MeterConfig, Field(default_factory=NoMeter)),
+        pipeline=(PipelineConfig, Field(default_factory=PipelineConfig)),
+        mqtt=(MqttConfig, Field(default_factory=MqttConfig)),
+        spool=(SpoolConfig, Field(default_factory=SpoolConfig)),
+        bench=(BenchConfig, Field(default_factory=BenchConfig)),
+    )
+
+
+def find_config_file(explicit: str | Path | None = None) -> Path | None:
+    """The config file by search order, or None for built-in defaults."""
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        return p
+    env = os.environ.get("LOOKOUT_CONFIG")
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} (from $LOOKOUT_CONFIG) not found")
+        return p
+    return next((p for p in SEARCH_PATHS if p.is_file()), None)
+
+
+def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Any:
+    """Load, merge flag overrides (dotted keys), validate. Raises ConfigError with one line."""
+    path = find_config_file(explicit)
+    data: dict[str, Any] = {}
+    where = str(path) if path else "built-in defaults"
+    if path:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+        where = f"{where} + flags" if "flags" not in where else where
+    return validate_config(data, where)
+
+
+def validate_config(data: dict[str, Any], where: str = "config") -> Any:
+    try:
+        return config_model().model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    """One line: the first error's dotted key, the file, and what was expected."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not _is_union_tag(p, err)]
+    key = ".".join(loc) or "(root)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{key}'{more}"
+    if err["type"] == "union_tag_invalid":
+        return f"{where}: key '{key}.type' is {err['input'].get('type')!r}; expected one of {err['ctx']['expected_tags']}{more}"
+    if err["type"] == "missing":
+        return f"{where}: key '{key}' is required{more}"
+    return f"{where}: key '{key}': {err['msg']} (got {err.get('input')!r}){more}"
+
+
+def _is_union_tag(part: Any, err: dict) -> bool:
+    # pydantic puts the discriminator value into loc (e.g. runtime.tflite.threads); drop it
+    inp_loc = err["loc"]
+    idx = inp_loc.index(part)
+    return idx > 0 and isinstance(part, str) and inp_loc[idx - 1] in ("runtime", "source", "meter") and idx < len(inp_loc) - 1
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def to_toml(cfg: Any) -> str:
+    """Render the effective config as TOML (tables last, None values omitted)."""
+    return _dump_toml(cfg.model_dump(mode="json", exclude_none=True))
+
+
+def _dump_toml(data: dict[str, Any], prefix: str = "") -> str:
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    out = "\n".join(scalars) + ("\n" if scalars else "")
+    for k, v in data.items():
+        if isinstance(v, dict):
+            name = f"{prefix}{k}"
+            body = _dump_toml(v, prefix=f"{name}.")
+            out += f"\n[{name}]\n{body}"
+    return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'

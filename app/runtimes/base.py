@@ -1,0 +1,132 @@
+"""The runtime contract every inference backend implements, and the plugin registry.
+
+A runtime is a class in its own module, registered under the entry-point group
+``lookout.runtimes``. Its module must import cheaply: heavy libraries (torch, executorch,
+LiteRT) are imported inside ``load()``, never at module import.
+
+Contract:
+  ``load(artifact, options)`` -> input ``TensorSpec`` (also kept as ``.input_spec``; ``.output_specs``
+  lists the outputs); ``infer(x)`` -> list of float32 ndarrays, dequantised, in the order of the
+  model graph's outputs (the build script keeps the same order for every artifact of a model);
+  ``close()`` frees the interpreter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+ENTRY_POINT_GROUP = "lookout.runtimes"
+Layout = Literal["NHWC", "NCHW"]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """Shape, dtype, layout and quantisation of one tensor. scale/zero_point are None for float tensors."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layout: Layout = "NHWC"
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and self.dtype in ("int8", "uint8")
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(height, width) of an image tensor."""
+        if self.layout == "NHWC":
+            return self.shape[1], self.shape[2]
+        return self.shape[2], self.shape[3]
+
+
+class RuntimeConfig(BaseModel):
+    """Options common to every runtime; each runtime subclasses it with a Literal `type`."""
+
+    model_config = ConfigDict(extra="forbid")
+    threads: int = Field(default=1, ge=1, le=64, description="CPU threads for inference")
+    artifact: str | None = Field(default=None, description="manifest artifact key; default per runtime")
+
+
+class Runtime(ABC):
+    """Base class of inference runtimes."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[RuntimeConfig]]
+    default_artifact: ClassVar[str]
+    #: Python modules whose presence `lookout doctor` checks (found without importing them).
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    input_spec: TensorSpec
+    output_specs: list[TensorSpec]
+
+    @abstractmethod
+    def load(self, artifact: Path, options: RuntimeConfig) -> TensorSpec:
+        """Load the artifact; return the input spec. Raise ArtifactError / RuntimeUnavailable."""
+
+    @abstractmethod
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run one inference on a tensor matching `input_spec`; return dequantised float32 outputs."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the interpreter."""
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        """(True, "ok") when the runtime's libraries can be found, else (False, reason). Does not import them."""
+        missing = [m for m in cls.requires if _find_spec(m) is None]
+        if missing:
+            return False, f"python module {' or '.join(missing)} not installed"
+        return True, "ok"
+
+
+def _find_spec(module: str) -> object | None:
+    try:
+        return importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredRuntime:
+    """One entry of the registry: the class, or the reason it could not be imported."""
+
+    name: str
+    target: str
+    cls: type[Runtime] | None
+    error: str | None
+
+
+def discover() -> dict[str, RegisteredRuntime]:
+    """All runtimes registered under the entry-point group, including those whose module fails to import."""
+    found: dict[str, RegisteredRuntime] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+            found[ep.name] = RegisteredRuntime(ep.name, ep.value, cls, None)
+        except Exception as exc:  # a broken plugin is reported, never silently dropped
+            found[ep.name] = RegisteredRuntime(ep.name, ep.value, None, f"{type(exc).__name__}: {exc}")
+    return found
+
+
+def get_runtime_class(name: str) -> type[Runtime]:
+    """The runtime class registered as `name`; a LookoutError naming the choices otherwise."""
+    from app.errors import RuntimeUnavailable
+
+    reg = discover()
+    if name not in reg:
+        raise RuntimeUnavailable(f"unknown runtime {name!r}; registered: {', '.join(sorted(reg)) or 'none'}")
+    entry = reg[name]
+    if entry.cls is None:
+        raise RuntimeUnavailable(f"runtime {name!r} ({entry.target}) failed to import: {entry.error}")
+    return entry.cls

@@ -1,0 +1,1 @@
+"""MQTT telemetry: topics, schemas, store-and-forward spool, client, commands, discovery, brokers."""
