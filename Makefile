@@ -1,0 +1,51 @@
+# The README's two commands: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch is pinned: any other version pulls gigabytes of CUDA wheels.
+PIP    := $(BIN)/pip install --quiet --constraint constraints.txt
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests need: a real MQTT broker, systemd-analyze, image tools for flash.sh tests.
+APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools
+
+.PHONY: demo test venv system-deps models lint pytest bench clean
+
+demo: venv models
+	$(BIN)/lookout sim --devices 3 --duration 60
+
+test: venv system-deps models lint pytest
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[desktop,dev]'
+	@touch $@
+
+system-deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+models: venv
+	$(BIN)/lookout models build
+	$(BIN)/lookout models verify
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+pytest: venv
+	$(BIN)/pytest -q
+
+bench: venv models
+	$(BIN)/lookout bench --model blazeface-short --runtime tflite,executorch,torchscript-lite --frames 300 --json out/bench.json --plot out/bench.png
+	$(BIN)/python scripts/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,45 @@
+"""`lookout config show|example|check`: the effective configuration."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="show, check or print an example configuration")
+    verbs = p.add_subparsers(dest="config_verb", metavar="ACTION", required=True)
+    show = verbs.add_parser("show", help="print the effective config as TOML")
+    show.add_argument("--config", help="TOML config file")
+    show.set_defaults(func=_show)
+    check = verbs.add_parser("check", help="validate a config file (exit 2 with the reason)")
+    check.add_argument("--config", help="TOML config file")
+    check.set_defaults(func=_check)
+    example = verbs.add_parser("example", help="print a commented example config that validates")
+    example.set_defaults(func=_example)
+
+
+def example_text() -> str:
+    return resources.files("app").joinpath("example_config.toml").read_text(encoding="utf-8")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from app.config import find_config_file, load_config, to_toml
+
+    path = find_config_file(args.config)
+    print(f"# effective config from {path or 'built-in defaults'}")
+    print(to_toml(load_config(args.config)), end="")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from app.config import find_config_file, load_config
+
+    load_config(args.config)
+    print(f"{find_config_file(args.config) or 'built-in defaults'}: ok")
+    return 0
+
+
+def _example(args: argparse.Namespace) -> int:
+    print(example_text(), end="")
+    return 0
