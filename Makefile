@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip install --quiet --constraint constraints.txt
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests need: a real MQTT broker, systemd-analyze, image tools for flash.sh tests.
-APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools
+APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck
 
 .PHONY: demo test venv system-deps models lint pytest bench clean
 

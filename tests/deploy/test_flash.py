@@ -1,0 +1,245 @@
+"""device/flash.sh on a disk image made here (sfdisk + mkfs.vfat --offset + mtools): no loop device."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SECTOR = 512
+BOOT_START = 2048  # sectors: the FAT partition starts at 1 MiB, like Raspberry Pi OS images
+CMDLINE = "console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait quiet"
+CONFIG = 'device_id = "from-config"\nmodel = "blazeface-short"\n\n[mqtt]\nurl = "mqtt://10.0.0.5:1883"\ndevice_id = "table-key-stays"\n'
+
+
+@pytest.fixture
+def fat(tool):
+    for name, pkg in (
+        ("sfdisk", "fdisk"),
+        ("mkfs.vfat", "dosfstools"),
+        ("mcopy", "mtools"),
+        ("mtype", "mtools"),
+    ):
+        tool(name, pkg)
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+
+    def mtools(*args: str) -> str:
+        return subprocess.run(list(args), check=True, capture_output=True, text=True, env=env).stdout
+
+    return mtools
+
+
+def make_image(path: Path, fat, boot_files: dict[str, str]) -> Path:
+    """A 48 MiB disk image: MBR, FAT (type c) at 1 MiB, a Linux root partition after it."""
+    subprocess.run(["truncate", "-s", "48M", str(path)], check=True)
+    table = f"label: dos\nstart={BOOT_START}, size=65536, type=c\nstart={BOOT_START + 65536}, type=83\n"
+    subprocess.run(["sfdisk", "-q", str(path)], input=table, text=True, check=True)
+    subprocess.run(
+        ["mkfs.vfat", "--offset", str(BOOT_START), "-n", "BOOTFS", str(path), "32768"],
+        check=True,
+        capture_output=True,
+    )
+    src = path.parent / "boot-src"
+    src.mkdir(exist_ok=True)
+    for name, text in boot_files.items():
+        (src / name).write_text(text)
+        fat("mcopy", "-i", f"{path}@@{BOOT_START * SECTOR}", str(src / name), "::/")
+    return path
+
+
+def read(fat, image: Path, name: str) -> str:
+    return fat("mtype", "-i", f"{image}@@{BOOT_START * SECTOR}", f"::/{name}")
+
+
+def flash(
+    repo: Path, image: Path, target: Path | str, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["bash", str(repo / "device/flash.sh"), str(image), str(target), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(CONFIG)
+    return p
+
+
+def test_firstrun_variant(repo: Path, tmp_path: Path, fat, config: Path) -> None:
+    image = make_image(
+        tmp_path / "rpios.img", fat, {"cmdline.txt": CMDLINE + "\n", "config.txt": "arm_64bit=1\n"}
+    )
+    target = tmp_path / "card.img"
+    out = flash(
+        repo,
+        image,
+        target,
+        "--config",
+        str(config),
+        "--device-id",
+        "pi-cam-1",
+        "--wifi",
+        "Home Net:it's-a-secret",
+        "--wifi-country",
+        "GB",
+    )
+    assert "provisioning: firstrun" in out.stdout
+    assert target.stat().st_size == image.stat().st_size
+    cmdline = read(fat, target, "cmdline.txt")
+    assert cmdline.count("\n") == 1  # still one line
+    assert (
+        cmdline.strip()
+        == CMDLINE
+        + " systemd.run=/boot/firmware/lookout/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target"
+    )
+    assert read(fat, target, "lookout/firstrun.sh") == (repo / "device/firstboot/firstrun.sh").read_text()
+    assert read(fat, target, "lookout/device/install.sh") == (repo / "device/install.sh").read_text()
+    assert (
+        read(fat, target, "lookout/systemd/lookout.service") == (repo / "systemd/lookout.service").read_text()
+    )
+    assert (
+        read(fat, target, "lookout/models/blazeface-short/model.toml")
+        == (repo / "models/blazeface-short/model.toml").read_text()
+    )
+    # device id replaces the top-level key only; the [mqtt] table is untouched
+    cfg = read(fat, target, "lookout/config.toml")
+    assert cfg.startswith('device_id = "pi-cam-1"\n')
+    assert 'device_id = "from-config"' not in cfg and 'device_id = "table-key-stays"' in cfg
+    # settings, shell-quoted, read back by bash exactly as given
+    env_file = tmp_path / "flash.env"
+    env_file.write_text(read(fat, target, "lookout/flash.env"))
+    shown = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'. "{env_file}"; printf "%s|" "$LOOKOUT_DEVICE_ID" "$LOOKOUT_HOSTNAME" "$LOOKOUT_WIFI_SSID" "$LOOKOUT_WIFI_PSK" "$LOOKOUT_WIFI_COUNTRY"',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown == "pi-cam-1|pi-cam-1|Home Net|it's-a-secret|GB|"
+    assert read(fat, image, "cmdline.txt") == CMDLINE + "\n"  # the source image is untouched
+
+
+def test_reflash_in_place_keeps_a_single_hook(repo: Path, tmp_path: Path, fat, config: Path) -> None:
+    image = make_image(tmp_path / "rpios.img", fat, {"cmdline.txt": CMDLINE + "\n"})
+    flash(repo, image, image, "--config", str(config))
+    flash(repo, image, image, "--config", str(config), "--device-id", "pi-2")
+    cmdline = read(fat, image, "cmdline.txt")
+    assert cmdline.count("systemd.run=") == 1
+    assert 'device_id = "pi-2"' in read(fat, image, "lookout/config.toml")
+
+
+def test_cloud_init_variant(repo: Path, tmp_path: Path, fat, config: Path) -> None:
+    boot = {
+        "cmdline.txt": CMDLINE + "\n",
+        "user-data": "#cloud-config\n# Raspberry Pi OS default\n",
+        "meta-data": "instance-id: rpios-image\n",
+        "network-config": "network:\n  version: 2\n",
+    }
+    image = make_image(tmp_path / "trixie.img", fat, boot)
+    target = tmp_path / "card.img"
+    out = flash(
+        repo,
+        image,
+        target,
+        "--config",
+        str(config),
+        "--device-id",
+        "pi-cam-2",
+        "--wifi",
+        "Home Net:it's-a-secret",
+        "--wifi-country",
+        "DE",
+    )
+    assert "provisioning: cloud-init" in out.stdout
+    assert read(fat, target, "cmdline.txt") == CMDLINE + "\n"  # no systemd.run hook with cloud-init
+    user_data = read(fat, target, "user-data")
+    assert user_data.startswith("#cloud-config\n")
+    assert "hostname: 'pi-cam-2'" in user_data
+    assert "/boot/firmware/lookout/device/firstboot/lookout-firstboot.service" in user_data
+    assert "[systemctl, start, --no-block, lookout-firstboot.service]" in user_data
+    assert "do_wifi_country DE" in user_data
+    meta = read(fat, target, "meta-data")
+    assert meta.startswith("instance-id: 'lookout-pi-cam-2-") and "rpios-image" not in meta
+    net = read(fat, target, "network-config")
+    assert "'Home Net':" in net and "password: 'it''s-a-secret'" in net and "regulatory-domain: DE" in net
+    assert read(fat, target, "lookout/user-data.orig") == boot["user-data"]
+    assert "LOOKOUT_WIFI_PSK" not in read(
+        fat, target, "lookout/flash.env"
+    )  # the key is in network-config only
+    assert (
+        read(fat, target, "lookout/device/firstboot/firstboot.sh")
+        == (repo / "device/firstboot/firstboot.sh").read_text()
+    )
+
+
+def test_cloud_init_detected_from_cmdline(repo: Path, tmp_path: Path, fat, config: Path) -> None:
+    image = make_image(tmp_path / "nocloud.img", fat, {"cmdline.txt": CMDLINE + " ds=nocloud\n"})
+    out = flash(repo, image, tmp_path / "card.img", "--config", str(config))
+    assert "provisioning: cloud-init" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device-id", "bad id!"], "--device-id"),
+        (["--wifi", "no-colon"], "--wifi must be SSID:PSK"),
+        (["--wifi", "net:short"], "8 to 63"),
+        (["--wifi", "net:longenough", "--wifi-country", "gb"], "--wifi-country"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(
+    repo: Path, tmp_path: Path, fat, config: Path, args, message
+) -> None:
+    image = make_image(tmp_path / "rpios.img", fat, {"cmdline.txt": CMDLINE + "\n"})
+    result = flash(repo, image, tmp_path / "card.img", "--config", str(config), *args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "card.img").exists()
+
+
+def test_image_without_boot_partition_is_refused(repo: Path, tmp_path: Path, tool, config: Path) -> None:
+    tool("sfdisk", "fdisk")
+    image = tmp_path / "linux-only.img"
+    subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
+    subprocess.run(
+        ["sfdisk", "-q", str(image)], input="label: dos\nstart=2048, type=83\n", text=True, check=True
+    )
+    result = flash(repo, image, image, "--config", str(config), check=False)
+    assert result.returncode == 2 and "no FAT boot partition" in result.stderr
+
+
+def _mounted_block_device() -> tuple[str, str] | None:
+    """(device, mountpoint) of a mounted block device, preferring the one holding /."""
+    found = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        dev, mnt = line.split()[:2]
+        if dev.startswith("/dev/") and Path(dev).is_block_device():
+            found.append((dev, mnt))
+    found.sort(key=lambda dm: dm[1] != "/")
+    return found[0] if found else None
+
+
+def test_mounted_system_disk_is_refused(repo: Path, tmp_path: Path, fat, config: Path) -> None:
+    mounted = _mounted_block_device()
+    if mounted is None:
+        pytest.skip("no block device is mounted on this machine (container on overlayfs): nothing to refuse")
+    dev, _mnt = mounted
+    image = make_image(tmp_path / "rpios.img", fat, {"cmdline.txt": CMDLINE + "\n"})
+    # --dry-run: even if the refusal were broken, nothing would be written to the disk.
+    result = flash(repo, image, dev, "--config", str(config), "--dry-run", "--yes", check=False)
+    assert result.returncode == 2, result.stdout
+    assert "refusing" in result.stderr or "partition" in result.stderr
+    assert "dry run" not in result.stdout
