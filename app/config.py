@@ -28,7 +28,10 @@ class Strict(BaseModel):
 # --- sources -------------------------------------------------------------------------------------
 class OpenCVSource(Strict):
     type: Literal["opencv"] = "opencv"
-    uri: str = Field(default="demo", description="video file, /dev/videoN, camera index, rtsp:// or http:// URL; 'demo' = bundled demo video")
+    uri: str = Field(
+        default="demo",
+        description="video file, /dev/videoN, camera index, rtsp:// or http:// URL; 'demo' = bundled demo video",
+    )
     loop: bool = Field(default=True, description="restart a video file at its end")
     realtime: bool = Field(default=False, description="pace a video file at its own fps")
     width: int | None = Field(default=None, ge=1)
@@ -193,7 +196,7 @@ def config_model() -> type[BaseModel]:
         model=(str, "blazeface-short"),
         models_dir=(Path, Field(default_factory=default_models_dir)),
         state_dir=(Path, Field(default_factory=default_state_dir)),
-        runtime=(runtime_union, Field(default_factory=lambda: first_default)),
+        runtime=(runtime_union, Field(default_factory=lambda: dict(first_default), validate_default=True)),
         source=(SourceConfig, Field(default_factory=OpenCVSource)),
         reconnect=(ReconnectConfig, Field(default_factory=ReconnectConfig)),
         meter=(MeterConfig, Field(default_factory=NoMeter)),
@@ -264,7 +267,12 @@ def _is_union_tag(part: Any, err: dict) -> bool:
     # pydantic puts the discriminator value into loc (e.g. runtime.tflite.threads); drop it
     inp_loc = err["loc"]
     idx = inp_loc.index(part)
-    return idx > 0 and isinstance(part, str) and inp_loc[idx - 1] in ("runtime", "source", "meter") and idx < len(inp_loc) - 1
+    return (
+        idx > 0
+        and isinstance(part, str)
+        and inp_loc[idx - 1] in ("runtime", "source", "meter")
+        and idx < len(inp_loc) - 1
+    )
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

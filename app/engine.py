@@ -5,7 +5,6 @@ The service can hold two at once (hot swap): the new one is built and warmed bes
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from app.detection import Detection
 
 log = logging.getLogger(__name__)
 
-# Preprocessor buffers in flight at once: one being written, one queued, one being inferred, one spare.
-PREPROCESS_RING = 4
+# Tensors in flight beyond the queue: one being written, one being inferred, one spare.
+RING_EXTRA = 3
 
 
 @dataclass
@@ -29,13 +28,9 @@ class Engine:
     model: str
     opened: Any  # app.runtimes.select.OpenedRuntime
     decoder: Any
-    preprocessors: list[Any]
+    preprocessor: Any
     score_threshold: float
     warmup: dict[str, Any] = field(default_factory=dict)
-    _ring: Any = None
-
-    def __post_init__(self) -> None:
-        self._ring = itertools.cycle(self.preprocessors)
 
     @property
     def runtime(self) -> str:
@@ -50,8 +45,8 @@ class Engine:
         return self.opened.fallback
 
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Any]:
-        # Round-robin over buffers so a tensor queued for inference is never overwritten by the next frame.
-        return next(self._ring)(frame)
+        """The tensor is one of a ring of buffers, valid until `ring` more frames are preprocessed."""
+        return self.preprocessor(frame)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         return self.opened.runtime.infer(tensor)
@@ -79,6 +74,7 @@ def build_engine(
     score_threshold: float,
     warmup: int,
     warmup_frame: np.ndarray | None = None,
+    queue_size: int = 2,
 ) -> Engine:
     """Load the model's artifact on the runtime (with fallback), build its preprocessing and decoder, warm up.
 
@@ -94,12 +90,18 @@ def build_engine(
     try:
         spec = opened.runtime.input_spec
         inp = manifest.input
-        preprocessors = [
-            Preprocessor(spec, inp.width, inp.height, inp.color, inp.resize, tuple(inp.mean), tuple(inp.std))
-            for _ in range(PREPROCESS_RING)
-        ]
+        pre = Preprocessor(
+            spec,
+            inp.width,
+            inp.height,
+            inp.color,
+            inp.resize,
+            tuple(inp.mean),
+            tuple(inp.std),
+            ring=queue_size + RING_EXTRA,
+        )
         decoder = make_decoder(manifest.decoder, list(manifest.labels), **manifest.decoder_options)
-        engine = Engine(manifest.name, opened, decoder, preprocessors, score_threshold)
+        engine = Engine(manifest.name, opened, decoder, pre, score_threshold)
         engine.warmup = _warm_up(engine, warmup, warmup_frame)
     except Exception:
         opened.runtime.close()
@@ -118,7 +120,13 @@ def _warm_up(engine: Engine, n: int, frame: np.ndarray | None) -> dict[str, Any]
         outputs = engine.infer(tensor)
         times_ms.append((time.perf_counter_ns() - t0) / 1e6)
     engine.decode(outputs, transform)
-    log.info("warm-up of %s on %s: first %.2f ms, %d runs", engine.model, engine.runtime, times_ms[0], len(times_ms))
+    log.info(
+        "warm-up of %s on %s: first %.2f ms, %d runs",
+        engine.model,
+        engine.runtime,
+        times_ms[0],
+        len(times_ms),
+    )
     return {
         "runs": len(times_ms),
         "first_inference_ms": round(times_ms[0], 3),

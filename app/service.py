@@ -25,6 +25,7 @@ from app.pipeline import STAGES, FrameResult, Pipeline
 log = logging.getLogger(__name__)
 
 LIVE_SOURCES = ("picamera2",)
+IDLE_BASELINE_S = 2.0
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self.engine: Engine | None = None
         self.swaps: list[dict[str, Any]] = []
+        self.detections_published = 0
         self._metrics_interval_s = cfg.mqtt.metrics_interval_s
         self._publish_empty = cfg.mqtt.publish_empty
 
@@ -68,7 +70,9 @@ class Service:
             return True
         if src.type == "opencv":
             uri = str(src.uri)
-            return src.realtime or uri.isdigit() or uri.startswith(("/dev/", "rtsp://", "http://", "https://"))
+            return (
+                src.realtime or uri.isdigit() or uri.startswith(("/dev/", "rtsp://", "http://", "https://"))
+            )
         return False
 
     def _on_source_state(self, state: str, reason: str) -> None:
@@ -81,12 +85,14 @@ class Service:
         self._publish_status()
 
     def _build_meter(self) -> Any:
+        """Start the power sampler and measure the idle baseline (before inference starts) when a meter exists."""
         from app.measure.power import make_meter
-        from app.measure.power.sampler import EnergyAccumulator, PowerSampler
+        from app.measure.power.energy import EnergyAccumulator
+        from app.measure.power.sampler import PowerSampler
 
-        meter = make_meter(self.cfg.meter)
-        sampler = PowerSampler(meter, getattr(self.cfg.meter, "rate_hz", 200.0))
-        return sampler, EnergyAccumulator(sampler)
+        sampler = PowerSampler(make_meter(self.cfg.meter), getattr(self.cfg.meter, "rate_hz", None)).start()
+        idle_w = sampler.measure_idle(IDLE_BASELINE_S) if sampler.available else None
+        return sampler, EnergyAccumulator(sampler, idle_w=idle_w)
 
     # --- status and metrics ----------------------------------------------------------------------
     @property
@@ -123,7 +129,7 @@ class Service:
         engine = self.engine
         assert pipe is not None and engine is not None
         health = self.health.snapshot()
-        energy = self.energy.snapshot()
+        energy = self.energy.summary()
         stats = self.telemetry.stats() if self.telemetry is not None else {}
         summary = window.summary()
         return {
@@ -178,6 +184,7 @@ class Service:
                     new_cfg.models_dir,
                     self.cfg.pipeline.score_threshold,
                     self.cfg.pipeline.warmup,
+                    queue_size=self.cfg.pipeline.queue_size,
                 )
             finally:
                 sys.setswitchinterval(old_interval)
@@ -233,6 +240,7 @@ class Service:
     def _sink(self, result: FrameResult) -> None:
         if self.telemetry is None or (not result.detections and not self._publish_empty):
             return
+        self.detections_published += 1
         self.telemetry.publish_detections(
             {
                 "ts": result.ts,
@@ -263,17 +271,26 @@ class Service:
             signal.signal(signal.SIGINT, self.request_stop)
 
         self.engine = build_engine(
-            cfg.model, cfg.runtime, cfg.models_dir, cfg.pipeline.score_threshold, cfg.pipeline.warmup
+            cfg.model,
+            cfg.runtime,
+            cfg.models_dir,
+            cfg.pipeline.score_threshold,
+            cfg.pipeline.warmup,
+            queue_size=cfg.pipeline.queue_size,
         )
         source = open_source(cfg.source, cfg.reconnect, on_state=self._on_source_state)
         self.health = HealthReader()
         self.sampler, self.energy = self._build_meter()
-        self.sampler.start()
         if self.options.mqtt and cfg.mqtt.enabled:
             from app.telemetry.mqtt import Telemetry
 
             self.telemetry = Telemetry(
-                cfg.mqtt, cfg.spool, cfg.device_id, cfg.state_dir, command_handler=self.handle_command
+                cfg.mqtt,
+                cfg.spool,
+                cfg.device_id,
+                cfg.state_dir,
+                command_handler=self.handle_command,
+                models_dir=cfg.models_dir,
             )
             self.telemetry.start()
 
@@ -289,7 +306,7 @@ class Service:
             fps_cap=cfg.pipeline.fps,
             max_frames=cfg.pipeline.max_frames,
             queue_size=cfg.pipeline.queue_size,
-            on_infer=self.energy.add_window,
+            on_infer=self.energy.add,
             on_frame=watchdog.beat,
         )
         self._publish_status()
@@ -343,7 +360,10 @@ class Service:
         assert pipe is not None and engine is not None
         summary = totals.summary()
         stages = {
-            s: {k: summary.get(s, {}).get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms", "count")}
+            s: {
+                k: _round(summary.get(s, {}).get(k))
+                for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms", "count")
+            }
             for s in (*STAGES, "end_to_end")
         }
         return {
@@ -361,6 +381,7 @@ class Service:
             "stages": stages,
             "detections_total": pipe.detections_total,
             "dropped_frames": pipe.dropped_frames,
+            "detections_published": self.detections_published,
             "errors": pipe.errors,
             "last_error": pipe.last_error,
             "source": {
@@ -371,9 +392,13 @@ class Service:
             },
             "max_frame_gap_ms": round(pipe.max_gap_ms, 3),
             "swaps": self.swaps,
-            "energy": self.energy.snapshot(),
+            "energy": self.energy.summary(),
             "started_at": self.started_at,
         }
+
+
+def _round(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
 
 
 class _Tee:
