@@ -1,0 +1,134 @@
+"""`lookout models list | build | verify | import`: the model zoo from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.config import default_models_dir
+from app.errors import ArtifactError, LookoutError
+from app.zoo import Manifest, import_edgetpu, list_manifests, load_manifest
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list, build, verify and import model artifacts")
+    parser.add_argument(
+        "--models-dir", type=Path, default=None, help="models folder (default: the checkout's models/)"
+    )
+    sub = parser.add_subparsers(dest="models_verb", metavar="ACTION", required=True)
+    sub.add_parser("list", help="table of models and their artifacts")
+    b = sub.add_parser("build", help="build derived artifacts (cached by content hash)")
+    b.add_argument("names", nargs="*", metavar="NAME")
+    b.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    b.add_argument("--only", action="append", metavar="KEY", help="artifact key(s) to build, e.g. pte")
+    v = sub.add_parser("verify", help="check every artifact's sha256 (exit 2 on any mismatch)")
+    v.add_argument("names", nargs="*", metavar="NAME")
+    i = sub.add_parser("import", help="add a compiled *_edgetpu.tflite to a model as artifact 'edgetpu'")
+    i.add_argument("name", metavar="NAME")
+    i.add_argument("file", type=Path, metavar="FILE")
+    parser.set_defaults(func=run)
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    return args.models_dir or default_models_dir()
+
+
+def _select(args: argparse.Namespace) -> list[Manifest]:
+    root = _models_dir(args)
+    if args.names:
+        return [load_manifest(n, root) for n in args.names]
+    found = list_manifests(root)
+    if not found:
+        raise LookoutError(f"no models found in {root}")
+    return found
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.0f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"models in {_models_dir(args)}")
+    for col in ("name", "task", "input", "artifacts (key: precision, size)"):
+        table.add_column(col)
+    for m in list_manifests(_models_dir(args)):
+        arts = []
+        for key, art in m.artifacts.items():
+            p = m.dir / art.file
+            size = _size(p.stat().st_size) if p.is_file() else "missing"
+            arts.append(f"{key}: {art.precision}, {size}")
+        table.add_row(m.name, m.task, f"{m.input.width}x{m.input.height}", "\n".join(arts))
+    Console().print(table)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.modelbuild.build import RECIPES, build_model
+
+    keys = args.only or list(RECIPES)
+    unknown = [k for k in keys if k not in RECIPES]
+    if unknown:
+        raise LookoutError(f"unknown artifact key(s) {', '.join(unknown)}; buildable: {', '.join(RECIPES)}")
+    manifests = _select(args)
+    results = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("building", total=len(manifests) * len(keys))
+
+        def step(name: str, key: str) -> None:
+            progress.update(task, description=f"{name} {key}")
+
+        for m in manifests:
+            for r in build_model(m, keys, force=args.force, on_step=step):
+                progress.advance(task)
+                results.append(r)
+    for r in results:
+        if r.status == "built":
+            print(f"{r.model} {r.key}: built in {r.seconds:.1f} s ({_size(r.size)})")
+        elif r.status == "up to date":
+            print(f"{r.model} {r.key}: up to date")
+        else:
+            print(
+                f"{r.model} {r.key}: {r.status}: {r.reason}",
+                file=sys.stderr if r.status == "failed" else sys.stdout,
+            )
+    return 2 if any(r.status == "failed" for r in results) else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    bad = 0
+    total = 0
+    for m in _select(args):
+        for key in m.artifacts:
+            total += 1
+            try:
+                m.verify_artifact(key)
+            except ArtifactError as exc:
+                bad += 1
+                print(f"{m.name} {key}: {exc}", file=sys.stderr)
+    if bad:
+        return 2
+    print(f"{total} artifacts verified")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    m = load_manifest(args.name, _models_dir(args))
+    art = import_edgetpu(m, args.file)
+    print(f"{m.name}: imported {art.file} as artifact 'edgetpu' (sha256 {art.sha256})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"list": _list, "build": _build, "verify": _verify, "import": _import}[args.models_verb](args)
