@@ -56,6 +56,10 @@ class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threads: int = Field(default=1, ge=1, le=64, description="CPU threads for inference")
     artifact: str | None = Field(default=None, description="manifest artifact key; default per runtime")
+    isolate: bool = Field(
+        default=False,
+        description="run the runtime in a child process (imports and crashes stay there; tensors via shared memory)",
+    )
 
 
 class Runtime(ABC):

@@ -1,0 +1,72 @@
+"""A runtime in a child process: same outputs as in-process, errors carried across, a dead worker reported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.errors import ArtifactError, LookoutError
+from app.runtimes.base import get_runtime_class
+from app.runtimes.select import open_runtime
+
+
+def cfg(runtime: str, **kw):
+    return get_runtime_class(runtime).config_model(**kw)
+
+
+@pytest.mark.parametrize("runtime", ["tflite", "executorch"])
+def test_isolated_outputs_equal_in_process(
+    runtime, short_manifest, astronaut_bgr, detect_faces, astronaut_face
+):
+    direct = open_runtime(cfg(runtime), short_manifest)
+    isolated = open_runtime(cfg(runtime, isolate=True), short_manifest)
+    try:
+        assert type(isolated.runtime).__name__ == "IsolatedRuntime"
+        assert isolated.runtime.input_spec == direct.runtime.input_spec
+        x = np.random.default_rng(0).uniform(-1, 1, direct.runtime.input_spec.shape).astype(np.float32)
+        for a, b in zip(direct.runtime.infer(x), isolated.runtime.infer(x), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+        faces = detect_faces(isolated, short_manifest, astronaut_bgr)
+        assert len(faces) == 1
+    finally:
+        direct.runtime.close()
+        isolated.runtime.close()
+
+
+def test_isolated_bad_artifact_raises_artifact_error(short_manifest, tmp_path: Path):
+    from app.runtimes.isolated import IsolatedRuntime
+
+    bad = tmp_path / "bad.pte"
+    bad.write_bytes(os.urandom(4096))
+    rt = IsolatedRuntime("executorch")
+    with pytest.raises(ArtifactError) as err:
+        rt.load(bad, cfg("executorch"))
+    assert "bad.pte" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_dead_worker_is_an_error_not_a_crash(short_manifest):
+    opened = open_runtime(cfg("tflite", isolate=True), short_manifest)
+    rt = opened.runtime
+    x = np.zeros(rt.input_spec.shape, np.float32)
+    rt.infer(x)
+    os.kill(rt._proc.pid, signal.SIGKILL)
+    with pytest.raises(LookoutError, match="worker died"):
+        rt.infer(x)
+    rt.close()
+
+
+def test_isolated_worker_never_loads_torch_into_parent(short_manifest):
+    before = "torch" in sys.modules
+    opened = open_runtime(cfg("torchscript-lite", isolate=True), short_manifest)
+    try:
+        opened.runtime.infer(np.zeros(opened.runtime.input_spec.shape, np.float32))
+        assert ("torch" in sys.modules) == before
+    finally:
+        opened.runtime.close()
