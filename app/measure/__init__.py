@@ -1,0 +1,1 @@
+"""Measurement: latency histograms, power meters and energy, device health, `lookout bench`."""

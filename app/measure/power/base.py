@@ -1,0 +1,89 @@
+"""The PowerMeter interface, the 'unavailable' meter, and helpers shared by the meter plugins."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+#: Runs a command (argv list) and returns its stdout; raises FileNotFoundError when the program is absent.
+Runner = Callable[[list[str]], str]
+
+
+def run_command(argv: list[str], timeout_s: float = 2.0) -> str:
+    """Default command runner: stdout of argv, or OSError / RuntimeError with a one-line reason."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{argv[0]} timed out after {timeout_s:g} s") from None
+    if proc.returncode != 0 and not proc.stdout.strip():
+        msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
+        raise RuntimeError(f"{' '.join(argv)}: {msg}")
+    return proc.stdout
+
+
+class PowerMeter:
+    """A source of power readings. ``source`` names what is measured (or why nothing is).
+
+    ``read_power_w()`` -> instantaneous watts or None; ``read_energy_j()`` -> a cumulative counter in
+    joules (monotonic, wrap-around already undone) or None when the meter has no counter.
+    """
+
+    source: str = "unknown"
+    available: bool = True
+    #: True when read_energy_j() gives a cumulative counter (preferred for energy over windows).
+    has_energy: bool = False
+    #: Highest sampling rate worth using (from the meter's config).
+    rate_hz: float = 200.0
+    #: Reason of the last failed reading, if any.
+    last_error: str | None = None
+
+    def read_power_w(self) -> float | None:
+        return None
+
+    def read_energy_j(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        """Release files or buses held by the meter."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.source!r}>"
+
+
+class UnavailableMeter(PowerMeter):
+    """A meter that could not be opened: every reading is None and ``source`` says why."""
+
+    available = False
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.last_error = source
+
+
+class SysfsValue:
+    """One sysfs attribute kept open and re-read with pread at offset 0 (cheap at 200+ Hz)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def read_int(self) -> int:
+        return int(os.pread(self._fd, 64, 0).split()[0])
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def os_reason(exc: OSError, path: Path | str) -> str:
+    """'permission denied reading /x/y' style one-line reason."""
+    what = (exc.strerror or type(exc).__name__).lower()
+    return f"{what}: {path}"
