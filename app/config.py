@@ -12,7 +12,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -60,7 +60,7 @@ class SyntheticSource(Strict):
 
 
 SourceConfig = Annotated[
-    Union[OpenCVSource, Picamera2Source, ImagesSource, SyntheticSource], Field(discriminator="type")
+    OpenCVSource | Picamera2Source | ImagesSource | SyntheticSource, Field(discriminator="type")
 ]
 
 
@@ -105,7 +105,7 @@ class RaplMeter(Strict):
 
 
 MeterConfig = Annotated[
-    Union[NoMeter, HwmonMeter, Ina2xxI2CMeter, RpiPmicMeter, RaplMeter], Field(discriminator="type")
+    NoMeter | HwmonMeter | Ina2xxI2CMeter | RpiPmicMeter | RaplMeter, Field(discriminator="type")
 ]
 
 
@@ -181,7 +181,7 @@ def runtime_config_union() -> Any:
         raise ConfigError("no runtime plugins registered (is the package installed? run pip install -e .)")
     if len(models) == 1:
         return models[0]
-    return Annotated[Union[tuple(models)], Field(discriminator="type")]
+    return Annotated[tuple(models), Field(discriminator="type")]
 
 
 @functools.cache

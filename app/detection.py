@@ -14,7 +14,11 @@ class Detection:
     box: tuple[float, float, float, float]
 
     def to_json(self) -> dict:
-        return {"label": self.label, "score": round(float(self.score), 4), "box": [round(float(v), 1) for v in self.box]}
+        return {
+            "label": self.label,
+            "score": round(float(self.score), 4),
+            "box": [round(float(v), 1) for v in self.box],
+        }
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:

@@ -118,7 +118,11 @@ class Pipeline:
         return any(t.is_alive() for t in self._threads)
 
     def start(self) -> None:
-        for name, target in (("grab", self._grab_loop), ("infer", self._infer_loop), ("post", self._post_loop)):
+        for name, target in (
+            ("grab", self._grab_loop),
+            ("infer", self._infer_loop),
+            ("post", self._post_loop),
+        ):
             t = threading.Thread(target=target, name=f"lookout-{name}", daemon=True)
             t.start()
             self._threads.append(t)

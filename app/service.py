@@ -103,14 +103,16 @@ class Service:
 
     def status_fields(self) -> dict[str, Any]:
         engine = self.engine
-        return {
+        fields = {
             "state": self.state,
             "runtime": engine.runtime if engine else None,
             "model": engine.model if engine else None,
             "fallback": engine.fallback if engine else None,
             "started_at": self.started_at,
-            "reason": self.source_state.reason or None,
         }
+        if self.source_state.reason:
+            fields["reason"] = self.source_state.reason
+        return fields
 
     def _publish_status(self, state: str | None = None) -> None:
         fields = self.status_fields()
@@ -173,7 +175,9 @@ class Service:
             data = self.cfg.model_dump(mode="json")
             data["model"] = model
             threads = data["runtime"].get("threads", 1)
-            data["runtime"] = {"type": runtime, "threads": threads}
+            # a runtime whose libraries are not imported yet is loaded in a child process: importing torch
+            # holds the GIL for up to half a second at a time and would stall the running pipeline
+            data["runtime"] = {"type": runtime, "threads": threads, "isolate": needs_isolation(runtime)}
             new_cfg = validate_config(data, "swap command")
             old_interval = sys.getswitchinterval()
             sys.setswitchinterval(0.0005)  # the loader's Python bytecode must not starve the pipeline threads
@@ -222,16 +226,16 @@ class Service:
         return {"ok": True, "applied": applied}
 
     def _bench(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from app.measure.bench import run_bench
+        from app.measure.bench import BenchOptions, run_bench
 
         engine = self.engine
         assert engine is not None
-        result = run_bench(
+        opts = BenchOptions(
             model=engine.model,
-            runtimes=payload.get("runtimes") or [engine.runtime],
+            runtimes=list(payload.get("runtimes") or [engine.runtime]),
             frames=int(payload.get("frames", 100)),
-            models_dir=self.cfg.models_dir,
         )
+        result, _ = run_bench(opts)
         if self.telemetry is not None:
             self.telemetry.publish_bench(result)
         return {"ok": True, "results": len(result.get("results", []))}
@@ -395,6 +399,14 @@ class Service:
             "energy": self.energy.summary(),
             "started_at": self.started_at,
         }
+
+
+def needs_isolation(runtime: str) -> bool:
+    """True when none of the runtime's Python modules is imported in this process yet."""
+    from app.runtimes.base import get_runtime_class
+
+    cls = get_runtime_class(runtime)
+    return bool(cls.requires) and not any(m.split(".")[0] in sys.modules for m in cls.requires)
 
 
 def _round(v: Any) -> Any:

@@ -72,3 +72,11 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture(scope="session")
+def demo_video() -> Path:
+    """The demo video (real photos panned and zoomed), generated once and cached."""
+    from app.vision.demo import demo_video_path
+
+    return demo_video_path()

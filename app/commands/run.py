@@ -12,8 +12,14 @@ from app.errors import ConfigError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the camera inference service", description=__doc__)
-    p.add_argument("--config", help="TOML config file (default: $LOOKOUT_CONFIG, ./lookout.toml, /etc/lookout/config.toml)")
-    p.add_argument("--source", help="video file, /dev/videoN, camera index, rtsp:// URL, image folder, 'demo' or 'synthetic'")
+    p.add_argument(
+        "--config",
+        help="TOML config file (default: $LOOKOUT_CONFIG, ./lookout.toml, /etc/lookout/config.toml)",
+    )
+    p.add_argument(
+        "--source",
+        help="video file, /dev/videoN, camera index, rtsp:// URL, image folder, 'demo' or 'synthetic'",
+    )
     p.add_argument("--model", help="model name in the models directory (see `lookout models list`)")
     p.add_argument("--runtime", help="tflite | edgetpu | executorch | torchscript-lite | onnxruntime")
     p.add_argument("--threads", type=int, help="inference threads")
@@ -82,5 +88,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     opts = ServiceOptions(report_path=Path(args.report) if args.report else None, mqtt=not args.no_mqtt)
     report = Service(cfg, opts).run()
-    print(json.dumps({k: report[k] for k in ("frames", "fps", "runtime", "fallback", "detections_total", "dropped_frames")}))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in ("frames", "fps", "runtime", "fallback", "detections_total", "dropped_frames")
+            }
+        )
+    )
     return 0

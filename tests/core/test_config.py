@@ -56,13 +56,13 @@ def test_runtime_union_selects_variant_fields(tmp_path: Path) -> None:
     ("text", "key"),
     [
         ("colour = 1\n", "colour"),
-        ("[runtime]\ntype = \"tflite\"\nthreadz = 2\n", "runtime.threadz"),
-        ("[runtime]\ntype = \"tflite\"\nthreads = 0\n", "runtime.threads"),
-        ("[runtime]\ntype = \"tflite\"\nthreads = \"many\"\n", "runtime.threads"),
-        ("[runtime]\ntype = \"tensorrt\"\n", "runtime.type"),
-        ("[source]\ntype = \"opencv\"\nloop = \"sometimes\"\n", "source.loop"),
-        ("[meter]\ntype = \"ina2xx_i2c\"\naddress = 500\n", "meter.address"),
-        ("[mqtt]\nprotocol = \"4\"\n", "mqtt.protocol"),
+        ('[runtime]\ntype = "tflite"\nthreadz = 2\n', "runtime.threadz"),
+        ('[runtime]\ntype = "tflite"\nthreads = 0\n', "runtime.threads"),
+        ('[runtime]\ntype = "tflite"\nthreads = "many"\n', "runtime.threads"),
+        ('[runtime]\ntype = "tensorrt"\n', "runtime.type"),
+        ('[source]\ntype = "opencv"\nloop = "sometimes"\n', "source.loop"),
+        ('[meter]\ntype = "ina2xx_i2c"\naddress = 500\n', "meter.address"),
+        ('[mqtt]\nprotocol = "4"\n', "mqtt.protocol"),
     ],
 )
 def test_bad_config_is_one_line_naming_key_and_file(tmp_path: Path, text: str, key: str) -> None:

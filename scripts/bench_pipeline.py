@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Pipeline overhead benchmark: ratios measured in one run (not a timed test).
+
+1. Invoke-bound: BlazeFace back (256x256), LiteRT, 1 thread, the 640x480 demo video decoded as fast as
+   possible. Target: pipeline fps >= 0.90 x the bare invoke rate (invoke on a prepared tensor, tight loop).
+2. Decode and invoke comparable: BlazeFace short (128x128), LiteRT, 1 thread. Target: pipeline fps >=
+   1.25 x a straightforward sequential loop (read -> preprocess -> invoke -> decode, one frame at a time).
+
+Each figure is the median of --repeats interleaved runs. Usage: python scripts/bench_pipeline.py [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from app.config import OpenCVSource, ReconnectConfig, default_models_dir, runtime_config_union
+from app.engine import build_engine
+from app.measure.latency import StageHistograms
+from app.pipeline import STAGES, Pipeline
+from app.vision.demo import demo_video_path
+from app.vision.sources import open_source
+
+
+def engine_for(model: str, threads: int):
+    cfg = TypeAdapter(runtime_config_union()).validate_python({"type": "tflite", "threads": threads})
+    return build_engine(model, cfg, default_models_dir(), 0.5, warmup=20)
+
+
+def source(video: Path):
+    return open_source(OpenCVSource(uri=str(video), loop=True, realtime=False), ReconnectConfig())
+
+
+def bare_invoke_fps(engine, frames: int) -> float:
+    frame = next(iter_frames(engine, 1))
+    tensor, _ = engine.preprocess(frame)
+    infer = engine.infer
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        infer(tensor)
+    return frames / (time.perf_counter() - t0)
+
+
+def iter_frames(engine, n: int):
+    src = source(demo_video_path())
+    stop = threading.Event()
+    try:
+        for _ in range(n):
+            yield src.read(stop)
+    finally:
+        src.close()
+
+
+def sequential_fps(engine, frames: int) -> float:
+    src = source(demo_video_path())
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        frame = src.read(stop)
+        tensor, transform = engine.preprocess(frame)
+        engine.decode(engine.infer(tensor), transform)
+    fps = frames / (time.perf_counter() - t0)
+    src.close()
+    return fps
+
+
+def pipeline_fps(engine, frames: int) -> float:
+    src = source(demo_video_path())
+    pipe = Pipeline(src, engine, lambda r: None, StageHistograms(STAGES), live=False, max_frames=frames)
+    t0 = time.perf_counter()
+    pipe.start()
+    pipe.join()
+    fps = pipe.frames / (time.perf_counter() - t0)
+    src.close()
+    assert pipe.frames == frames, pipe.frames
+    return fps
+
+
+def median_of(fn, repeats: int, *args) -> float:
+    return statistics.median(fn(*args) for _ in range(repeats))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    demo_video_path()  # generate once, outside the timings
+
+    back = engine_for("blazeface-back", 1)
+    bare, pipe = [], []
+    for _ in range(args.repeats):  # interleaved so machine load affects both alike
+        bare.append(bare_invoke_fps(back, 600))
+        pipe.append(pipeline_fps(back, 600))
+    case1 = {
+        "model": "blazeface-back",
+        "bare_invoke_fps": round(statistics.median(bare), 1),
+        "pipeline_fps": round(statistics.median(pipe), 1),
+    }
+    case1["ratio"] = round(case1["pipeline_fps"] / case1["bare_invoke_fps"], 3)
+    case1["target"] = ">= 0.90"
+    back.close()
+
+    short = engine_for("blazeface-short", 1)
+    seq, pipe = [], []
+    for _ in range(args.repeats):
+        seq.append(sequential_fps(short, 2000))
+        pipe.append(pipeline_fps(short, 2000))
+    case2 = {
+        "model": "blazeface-short",
+        "sequential_fps": round(statistics.median(seq), 1),
+        "pipeline_fps": round(statistics.median(pipe), 1),
+    }
+    case2["ratio"] = round(case2["pipeline_fps"] / case2["sequential_fps"], 3)
+    case2["target"] = ">= 1.25"
+    short.close()
+
+    result = {"invoke_bound": case1, "decode_comparable": case2}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
