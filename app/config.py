@@ -8,6 +8,7 @@ runtime plugins (entry points), so a third-party runtime brings its own config m
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import socket
 import tomllib
@@ -181,7 +182,7 @@ def runtime_config_union() -> Any:
         raise ConfigError("no runtime plugins registered (is the package installed? run pip install -e .)")
     if len(models) == 1:
         return models[0]
-    return Annotated[tuple(models), Field(discriminator="type")]
+    return Annotated[functools.reduce(operator.or_, models), Field(discriminator="type")]
 
 
 @functools.cache
