@@ -1,0 +1,188 @@
+"""`lookout fleet`: live fleet view over MQTT, `--once --json` snapshot, and `fleet report` (HTML + charts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from app.errors import ConfigError
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from app.fleet.view import SORT_KEYS
+
+    p = subparsers.add_parser(
+        "fleet",
+        help="monitor a fleet of Lookout devices over MQTT",
+        description="Subscribe to lookout/+/{status,metrics,detections,bench} and show the fleet live.",
+    )
+    p.add_argument("--broker", default=DEFAULT_BROKER, help="mqtt://[user:pass@]host[:port] or mqtts://...")
+    p.add_argument("--ca-file", help="CA certificate for mqtts://")
+    p.add_argument("--prefix", default="lookout", help="topic prefix (default: lookout)")
+    p.add_argument("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections")
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)")
+    p.add_argument("--sort", default="id", choices=sorted(SORT_KEYS), help="sort key of the live view")
+    p.add_argument("--p90-alert-ms", type=float, default=100.0, help="highlight inference p90 above this")
+    p.add_argument(
+        "--stale-s", type=float, default=60.0, help="alert when an online device is silent this long"
+    )
+    p.add_argument("--db", help="SQLite history file (live view default: <state dir>/fleet.sqlite)")
+    p.add_argument("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)")
+    p.add_argument(
+        "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
+    )
+    p.add_argument("--validate-every", type=int, default=10,
+                   help="full JSON Schema check of every Nth metrics/detections message (1 = all)")  # fmt: skip
+    p.add_argument("--once", action="store_true", help="collect for --wait seconds, print once, exit")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no live view (default when stdout is not a terminal, e.g. under systemd): log a summary line",
+    )
+    p.add_argument(
+        "--log-interval", type=float, default=60.0, metavar="S", help="headless: seconds between lines"
+    )
+    p.add_argument("--wait", type=float, default=5.0, help="seconds to collect with --once")
+    p.add_argument(
+        "--idle-exit", type=float, metavar="S", help="with --once: stop early after S s without messages"
+    )
+    p.add_argument("--json", action="store_true", help="with --once: print the registry as a JSON list")
+    p.add_argument(
+        "--stats-json", metavar="FILE", help="with --once: write ingest statistics (lag, malformed) here"
+    )
+    p.set_defaults(func=run, fleet_verb=None)
+
+    sub = p.add_subparsers(dest="fleet_verb", metavar="report")
+    r = sub.add_parser("report", help="write index.html with per-device charts from the history")
+    r.add_argument("--since", default="24h", help="window to chart, e.g. 1h, 24h, 7d")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--db", dest="report_db", help="SQLite history file (default: <state dir>/fleet.sqlite)")
+    r.add_argument("--p90-alert-ms", dest="report_p90_alert_ms", type=float, default=None)
+    r.add_argument("--max-charts", type=int, default=100, help="chart at most N devices (alerted first)")
+
+
+def _default_db() -> Path:
+    from app.config import default_state_dir
+
+    return default_state_dir() / "fleet.sqlite"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fleet_verb == "report":
+        return _report(args)
+    from app.fleet.monitor import Monitor
+    from app.fleet.registry import Registry
+    from app.fleet.store import Store, parse_duration
+
+    if args.wait < 0:
+        raise ConfigError(f"--wait {args.wait}: must be >= 0")
+    if args.history_interval <= 0:
+        raise ConfigError(f"--history-interval {args.history_interval}: must be > 0")
+    retention = parse_duration(args.retention)
+    db = args.db or (None if args.once else _default_db())
+    store = Store(db, retention) if db else None
+    registry = Registry(p90_alert_ms=args.p90_alert_ms, stale_s=args.stale_s)
+    monitor = Monitor(
+        registry,
+        prefix=args.prefix,
+        share_group=args.share,
+        validate_every=args.validate_every,
+        store=store,
+        history_interval_s=args.history_interval,
+        qos=args.qos,
+    )
+    monitor.start(args.broker, ca_file=args.ca_file)
+    try:
+        if args.once:
+            _wait(monitor, args.wait, args.idle_exit)
+            return _print_once(args, monitor)
+        if args.headless or not sys.stdout.isatty():
+            return _headless(monitor, args.log_interval)
+        from app.fleet.view import live
+
+        live(registry.snapshot, monitor.stats.as_dict, args.sort, args.p90_alert_ms)
+        return 0
+    finally:
+        monitor.stop()
+        if store is not None:
+            store.close()
+
+
+def _headless(monitor: object, interval_s: float) -> int:
+    """No terminal (a systemd service): keep ingesting and storing history; one summary line per interval."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(interval_s):
+        rows = monitor.registry.snapshot()  # type: ignore[attr-defined]
+        stats = monitor.stats.as_dict()  # type: ignore[attr-defined]
+        alerted = [f"{r['device_id']}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
+        print(
+            f"fleet: {sum(r['online'] for r in rows)}/{len(rows)} online, "
+            f"{sum(stats.get('received', {}).values())} msgs, {stats.get('malformed_total', 0)} malformed, "
+            f"{'connected' if stats.get('connected') else 'DISCONNECTED'}; alerts: {' '.join(alerted) or 'none'}",
+            flush=True,
+        )
+    return 0
+
+
+def _wait(monitor: object, wait_s: float, idle_s: float | None) -> None:
+    deadline = time.monotonic() + wait_s
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.2))
+        last = monitor.stats.last_rx  # type: ignore[attr-defined]
+        if idle_s and last and time.time() - last > idle_s:
+            return
+
+
+def _print_once(args: argparse.Namespace, monitor: object) -> int:
+    from app.fleet.view import render, sort_rows
+
+    rows = sort_rows(monitor.registry.snapshot(), args.sort)  # type: ignore[attr-defined]
+    stats = monitor.stats.as_dict()  # type: ignore[attr-defined]
+    if args.stats_json:
+        stats["fleet"] = {
+            "devices": len(rows),
+            "online": sum(r["online"] for r in rows),
+            "seq_gaps": sum(r["seq_gaps"] or 0 for r in rows),
+            "seq_dups": sum(r["seq_dups"] or 0 for r in rows),
+        }
+        Path(args.stats_json).write_text(json.dumps(stats, indent=1))
+    if not stats["connected"] and not rows:
+        raise ConfigError(f"no connection to broker {args.broker} within {args.wait:g} s")
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        from rich.console import Console
+
+        Console().print(render(rows, stats, args.p90_alert_ms))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from app.fleet.report import write_report
+    from app.fleet.store import Store, parse_duration
+
+    since_s = parse_duration(args.since)
+    db = Path(args.report_db or args.db or _default_db())
+    if not db.exists():
+        raise ConfigError(f"fleet database {db} does not exist (run `lookout fleet` with --db first)")
+    store = Store(db)
+    try:
+        alert = args.report_p90_alert_ms if args.report_p90_alert_ms is not None else args.p90_alert_ms
+        index = write_report(
+            store, Path(args.out), since_s=since_s, p90_alert_ms=alert, max_charts=args.max_charts
+        )
+    finally:
+        store.close()
+    print(index)
+    return 0

@@ -1,0 +1,1 @@
+"""Fleet monitoring: MQTT ingest, registry, SQLite history, live view and HTML report."""
