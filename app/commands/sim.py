@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--devices {args.devices}: expected 1..32")
     if args.duration <= 0:
         raise ConfigError(f"--duration {args.duration}: expected a positive number of seconds")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     sim = Simulation(args.devices, args.duration, args.broker, models_dir)
     try:
@@ -63,14 +64,18 @@ def _watch(sim, duration: float, console: Console) -> bool:
     """Show the fleet view until the duration ends; True when interrupted by Ctrl-C."""
     from rich.live import Live
 
-    from app.fleet.view import render
+    from app.fleet.view import render, sort_rows
+
+    def view():
+        rows = sort_rows(sim.registry.snapshot(), "device")
+        return render(rows, sim.monitor.stats.as_dict(), sim.registry.p90_alert_ms)
 
     deadline = time.monotonic() + duration
     try:
-        with Live(render(sim.registry), console=console, refresh_per_second=2, transient=False) as live:
+        with Live(view(), console=console, refresh_per_second=2, transient=False) as live:
             while time.monotonic() < deadline:
                 time.sleep(0.5)
-                live.update(render(sim.registry))
+                live.update(view())
                 if all(d.proc is not None and d.proc.poll() is not None for d in sim.devices):
                     break
     except KeyboardInterrupt:
@@ -79,9 +84,10 @@ def _watch(sim, duration: float, console: Console) -> bool:
 
 
 def _summary_table(rows: list[dict]) -> Table:
-    t = Table(title="simulated fleet")
+    t = Table(title="simulated fleet: summary", caption_justify="left")
     for col in (
         "device",
+        "model",
         "runtime",
         "frames",
         "fps",
@@ -90,26 +96,32 @@ def _summary_table(rows: list[dict]) -> Table:
         "published",
         "received",
         "lost",
-        "power",
     ):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
+    notes = []
     for r in rows:
         runtime = r["runtime"] or "-"
         if r["requested_runtime"] != runtime:
             runtime = f"{r['requested_runtime']} → {runtime}"
         fb = r["fallback"]
+        if fb:
+            notes.append(f"{r['device_id']} fallback {fb['from']} → {fb['to']}: {fb['reason']}")
+        lost_style = "red" if r["lost"] else "green"
         t.add_row(
             r["device_id"],
+            r["model"],
             runtime,
             str(r["frames"]),
             f"{r['fps']:.1f}" if r["fps"] is not None else "-",
             f"{r['infer_p90_ms']:.2f}" if r["infer_p90_ms"] is not None else "-",
-            f"{fb['from']}→{fb['to']}: {fb['reason']}" if fb else "-",
+            "yes" if fb else "-",
             str(r["published"]),
             str(r["received"]),
-            str(r["lost"]),
-            r["power_source"] or "-",
+            f"[{lost_style}]{r['lost']}[/]",
         )
+    sources = sorted({str(r["power_source"]) for r in rows})
+    notes.append("power: " + "; ".join(sources) + " (measured where a meter exists, never estimated)")
+    t.caption = "\n".join(notes)
     return t
 
 
