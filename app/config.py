@@ -286,26 +286,6 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def to_toml(cfg: Any) -> str:
     """Render the effective config as TOML (tables last, None values omitted)."""
-    return _dump_toml(cfg.model_dump(mode="json", exclude_none=True))
+    from app.tomlwrite import dump_toml
 
-
-def _dump_toml(data: dict[str, Any], prefix: str = "") -> str:
-    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    out = "\n".join(scalars) + ("\n" if scalars else "")
-    for k, v in data.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{k}"
-            body = _dump_toml(v, prefix=f"{name}.")
-            out += f"\n[{name}]\n{body}"
-    return out
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
+    return dump_toml(cfg.model_dump(mode="json", exclude_none=True))

@@ -7,7 +7,6 @@ runtime format) with their sha256 and provenance. See docs/models.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tomllib
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from app.errors import ArtifactError
+from app.tomlwrite import toml_key, toml_value
 
 MANIFEST = "model.toml"
 EDGETPU_MARKER = b"edgetpu-custom-op"
@@ -165,33 +165,21 @@ def list_manifests(models_dir: Path) -> list[Manifest]:
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
 def _table(header: str, data: dict[str, Any]) -> list[str]:
     lines = [f"[{header}]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None]
+    lines += [f"{k} = {toml_value(v)}" for k, v in data.items() if v is not None]
     return [*lines, ""]
 
 
 def dumps_manifest(manifest: Manifest) -> str:
     """The manifest as TOML in the documented layout (top-level keys, then tables)."""
     d = manifest.model_dump()
-    lines = [f"{k} = {_toml_value(d[k])}" for k in ("name", "task", "decoder", "labels", "outputs")]
+    lines = [f"{k} = {toml_value(d[k])}" for k in ("name", "task", "decoder", "labels", "outputs")]
     lines.append("")
     lines += _table("input", d["input"])
     lines += _table("decoder_options", d["decoder_options"])
     for key, art in d["artifacts"].items():
-        lines += _table(f"artifacts.{json.dumps(key) if not key.replace('-', '').isalnum() else key}", art)
+        lines += _table(f"artifacts.{toml_key(key)}", art)
     lines += _table("provenance", d["provenance"])
     return "\n".join(lines).rstrip() + "\n"
 
