@@ -24,7 +24,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(host: str, port: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -72,9 +74,21 @@ class Broker:
 
     def restart(self) -> None:
         """Stop the process (keeping the config) and start it again on the same port."""
+        self.stop_process()
+        self.start_process()
+
+    def stop_process(self) -> None:
+        """Terminate the broker but keep its config and files (for an outage; see start_process)."""
         owns, self._owns_workdir = self._owns_workdir, False
-        self.stop()
-        self._owns_workdir = owns
+        try:
+            self.stop()
+        finally:
+            self._owns_workdir = owns
+
+    def start_process(self) -> None:
+        """Start the broker again with the same config, on the same port."""
+        if self.proc.poll() is None:
+            return
         self.proc = _spawn(self.kind, self.workdir)
         wait_for_port(self.host, self.port, proc=self.proc)
 
@@ -144,4 +158,6 @@ def _spawn(kind: str, workdir: Path) -> subprocess.Popen:
         cmd = [mosquitto_path() or "mosquitto", "-c", str(workdir / "mosquitto.conf")]
     else:
         cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(workdir / "amqtt.yaml")]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )

@@ -1,0 +1,410 @@
+"""The device's MQTT client: status/detections/metrics/bench out, commands in, store-and-forward.
+
+Publishing never blocks on the network: `publish_*` validates the payload, writes it to the SQLite
+spool and wakes the sender thread, which hands spooled messages to paho in order with a bounded
+number in flight and deletes each one when its PUBACK arrives. paho's own network thread
+(loop_start) does all socket I/O (TLS sockets must not be written from two threads) and reconnects
+with exponential backoff; on_pre_connect adds jitter. After a reconnect paho resends what it had in
+flight while handling the CONNACK; the sender resumes only when the SUBACK of the command
+subscription arrives, which is after that, so order holds. After a restart the spool resends.
+Delivery is at-least-once: a consumer may see a duplicate `seq` after a crash, never a silent gap
+unless the spool's drop policy dropped it (counted in `dropped`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from app import __version__
+from app.config import MqttConfig, SpoolConfig
+from app.errors import ConfigError
+from app.telemetry import discovery
+from app.telemetry.commands import CommandRouter
+from app.telemetry.schemas import validate
+from app.telemetry.spool import PRIO_HIGH, Spool
+from app.telemetry.topics import Topics
+
+log = logging.getLogger("lookout.telemetry")
+
+WILL_PAYLOAD = b'{"state": "offline"}'
+CommandHandler = Callable[[str, dict], dict]
+
+
+def parse_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
+    """mqtt://[user[:pass]@]host[:port] or mqtts://... -> (host, port, tls, user, password)."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError as exc:
+        raise ConfigError(f"mqtt.url {url!r}: {exc}") from None
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ConfigError(f"mqtt.url {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    tls = u.scheme == "mqtts"
+    user = unquote(u.username) if u.username else None
+    pw = unquote(u.password) if u.password else None
+    return u.hostname, port or (8883 if tls else 1883), tls, user, pw
+
+
+class Telemetry:
+    """One device's MQTT session. Thread-safe publish_* methods; start() once, stop() once."""
+
+    def __init__(
+        self,
+        mqtt_cfg: MqttConfig,
+        spool_cfg: SpoolConfig,
+        device_id: str,
+        state_dir: Path,
+        *,
+        command_handler: CommandHandler | None = None,
+        models_dir: Path | None = None,
+        max_inflight: int = 32,
+        reconnect_min_s: float = 0.5,
+        validate_payloads: bool = True,
+        client_id: str | None = None,
+    ) -> None:
+        self.cfg = mqtt_cfg
+        self.topics = Topics(device_id, mqtt_cfg.topic_prefix)
+        self.device_id = device_id
+        self.host, self.port, self.tls, url_user, url_pw = parse_url(mqtt_cfg.url)
+        self.username = mqtt_cfg.username or url_user
+        self.password = mqtt_cfg.password if mqtt_cfg.password is not None else url_pw
+        self.mqtt5 = mqtt_cfg.protocol == "5"
+        self.max_inflight = max_inflight
+        self.reconnect_min_s = min(reconnect_min_s, mqtt_cfg.reconnect_max_s)
+        self.validate_payloads = validate_payloads
+        self.started_at = time.time()
+        self.spool = Spool(
+            Path(state_dir) / "spool.sqlite",
+            spool_cfg.max_messages,
+            spool_cfg.max_age_s,
+            spool_cfg.drop_policy,
+        )
+        self.commands = CommandRouter(self.topics, command_handler, self._reply, models_dir=models_dir)
+        self._status: dict[str, Any] | None = None
+        self._client = self._make_client(client_id or f"lookout-{device_id}")
+        # sender state: row ids handed to paho and not yet acknowledged; mid -> row id
+        self._map_lock = threading.Lock()
+        self._mid_to_row: dict[int, int] = {}
+        self._early: dict[int, Any] = {}  # PUBACKs that beat publish() returning the mid
+        self._acks: deque[tuple[int, Any]] = deque()
+        self._handed: set[int] = set()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._sender_stop = threading.Event()
+        self._ready = threading.Event()  # connected, CONNACK (and paho's resend) handled, SUBACK in
+        self._ever_connected = False
+        self._attempts = 0  # connection attempts since the last successful CONNACK
+        self._counts = {"published": 0, "acked": 0, "rejected": 0, "connects": 0}
+        self.last_error: str | None = None
+        self._threads: list[threading.Thread] = []
+        self._cmd_sub_mid = -1
+        self._stopped = False
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the network, sender and command threads; returns at once (connects in background)."""
+        self.commands.start()
+        t = threading.Thread(target=self._send_loop, name=f"mqtt-send-{self.device_id}", daemon=True)
+        t.start()
+        self._threads.append(t)
+        self._client.loop_start()
+
+    def stop(self, final_state: str = "stopped", timeout_s: float = 5.0) -> None:
+        """Publish the final status, flush what the spool can within timeout_s, disconnect cleanly.
+
+        Unsent messages stay in the spool for the next start. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.publish_status(state=final_state)
+        deadline = time.monotonic() + timeout_s
+        while self.spool.depth > 0 and time.monotonic() < deadline:
+            if not self._ready.is_set() and self._attempts >= 2:
+                break  # the broker is unreachable (an attempt failed): keep the rest for next start
+            self._wake.set()
+            time.sleep(0.02)
+        self._stopping.set()
+        self._sender_stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        try:
+            self._client.disconnect()  # a normal DISCONNECT: the broker does not publish the will
+        except Exception as exc:
+            log.debug("disconnect: %s", exc)
+        self._client.loop_stop()
+        self.commands.stop()
+        self.spool.close()
+
+    # --- publishing (never blocks on the network) --------------------------------------------------
+    def publish_status(self, **fields: Any) -> None:
+        """Retained, QoS 1. Merges `fields` into the current status; fills version, started_at, ts."""
+        status = dict(self._status or {})
+        status.update(fields)
+        status.setdefault("state", "online")
+        status.setdefault("runtime", None)
+        status.setdefault("model", None)
+        status.setdefault("fallback", None)
+        status["version"] = __version__
+        status["started_at"] = self.started_at
+        status["spool_depth"] = self.spool.depth
+        status["spool_dropped"] = self.spool.dropped
+        status["ts"] = time.time()
+        self._check("status", status)
+        self._status = status
+        self.spool.put(self.topics.status, _dumps(status), 1, True, prio=PRIO_HIGH, replace=True)
+        self._wake.set()
+
+    def publish_detections(self, payload: dict[str, Any]) -> int:
+        """QoS 1. Allocates the persisted, gap-free `seq` (returned) and fills ts."""
+        body = dict(payload)
+        body.setdefault("ts", time.time())
+        body["seq"] = 1  # placeholder so validation happens before a seq is consumed
+        self._check("detections", body)
+
+        def make(seq: int) -> bytes:
+            body["seq"] = seq
+            return _dumps(body)
+
+        _, seq = self.spool.put_seq(self.topics.detections, make, 1, False)
+        self._wake.set()
+        return seq
+
+    def publish_metrics(self, payload: dict[str, Any]) -> None:
+        """QoS 1. Fills ts, spool_depth and spool_dropped when absent."""
+        body = dict(payload)
+        body.setdefault("ts", time.time())
+        body.setdefault("spool_depth", self.spool.depth)
+        body.setdefault("spool_dropped", self.spool.dropped)
+        self._check("metrics", body)
+        self.spool.put(self.topics.metrics, _dumps(body), 1, False)
+        self._wake.set()
+
+    def publish_bench(self, payload: dict[str, Any]) -> None:
+        """Retained, QoS 1: the `lookout bench` JSON (fills ts when absent)."""
+        body = dict(payload)
+        body.setdefault("ts", time.time())
+        self._check("bench", body)
+        self.spool.put(self.topics.bench, _dumps(body), 1, True, replace=True)
+        self._wake.set()
+
+    def stats(self) -> dict[str, Any]:
+        """published (handed to paho), acked, rejected (PUBACK with an error code), spool_depth,
+        dropped (by the spool's drop policy, persisted), connected, last_seq, last_error."""
+        return {
+            "published": self._counts["published"],
+            "acked": self._counts["acked"],
+            "rejected": self._counts["rejected"],
+            "spool_depth": self.spool.depth,
+            "dropped": self.spool.dropped,
+            "connected": self._ready.is_set(),
+            "connects": self._counts["connects"],
+            "last_seq": self.spool.last_seq,
+            "last_error": self.last_error,
+        }
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until connected and subscribed to commands (tests, startup); False on timeout."""
+        return self._ready.wait(timeout_s)
+
+    def _check(self, kind: str, body: dict[str, Any]) -> None:
+        if self.validate_payloads:
+            validate(kind, body)
+
+    def _reply(
+        self, verb: str, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
+    ) -> None:
+        data = _dumps(reply)
+        self.spool.put(self.topics.cmd_reply(verb), data, 1, False, prio=PRIO_HIGH)
+        if response_topic and self.mqtt5:
+            self.spool.put(response_topic, data, 1, False, prio=PRIO_HIGH, correlation=correlation)
+        self._wake.set()
+
+    # --- paho client -------------------------------------------------------------------------------
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        proto = MQTTProtocolVersion.MQTTv5 if self.mqtt5 else MQTTProtocolVersion.MQTTv311
+        kwargs: dict[str, Any] = {} if self.mqtt5 else {"clean_session": True}
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
+        if self.username:
+            c.username_pw_set(self.username, self.password)
+        if self.tls:
+            t = self.cfg.tls
+            for name, p in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
+                if p is not None and not Path(p).is_file():
+                    raise ConfigError(f"mqtt.tls.{name} {p} not found")
+            if (t.cert_file is None) != (t.key_file is None):
+                raise ConfigError("mqtt.tls: cert_file and key_file must be given together")
+            c.tls_set(
+                ca_certs=str(t.ca_file) if t.ca_file else None,
+                certfile=str(t.cert_file) if t.cert_file else None,
+                keyfile=str(t.key_file) if t.key_file else None,
+            )
+            if t.insecure:
+                c.tls_insecure_set(True)
+        c.will_set(self.topics.status, WILL_PAYLOAD, qos=1, retain=True)
+        c.max_inflight_messages_set(self.max_inflight)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        c.on_pre_connect = self._on_pre_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.reconnect_delay_set(self.reconnect_min_s, self.cfg.reconnect_max_s)
+        if self.mqtt5:
+            c.connect_async(self.host, self.port, self.cfg.keepalive_s, clean_start=True)
+        else:
+            c.connect_async(self.host, self.port, self.cfg.keepalive_s)
+        return c
+
+    def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            log.warning("mqtt %s:%s %s", self.host, self.port, self.last_error)
+            return
+        self._ever_connected = True
+        self._attempts = 0
+        self._counts["connects"] += 1
+        self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
+        if self.cfg.homeassistant:
+            client.subscribe(discovery.HA_STATUS_TOPIC, qos=1)
+            self._publish_discovery()
+        if self._status is not None:  # the will may have replaced our retained status meanwhile
+            self.publish_status()
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, mid: int, _codes: Any, _props: Any) -> None:
+        # The SUBACK is processed after the CONNACK handler (and paho's resend of what was in
+        # flight) has returned: from here the sender may hand over new messages in order.
+        if mid == self._cmd_sub_mid:
+            self._ready.set()
+            self._wake.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        was_ready = self._ready.is_set()
+        self._ready.clear()
+        if was_ready and not self._stopping.is_set():  # else keep the refusal reason
+            self.last_error = f"disconnected: {reason}"
+            log.info("mqtt %s:%s %s", self.host, self.port, self.last_error)
+
+    def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
+        self.last_error = f"cannot connect to {self.host}:{self.port}"
+        log.info("mqtt %s", self.last_error)
+
+    def _on_pre_connect(self, _c: mqtt.Client, _ud: Any) -> None:
+        # paho's backoff doubles from reconnect_min_s to reconnect_max_s without jitter; add up to half
+        # of the current delay so a fleet does not reconnect in lockstep after a broker restart.
+        self._attempts += 1
+        if self._ever_connected:
+            delay = min(self.reconnect_min_s * 2 ** (self._attempts - 1), self.cfg.reconnect_max_s)
+            self._stopping.wait(random.uniform(0, delay / 2))
+
+    def _on_publish(self, _c: mqtt.Client, _ud: Any, mid: int, reason: Any, _props: Any) -> None:
+        # Runs on the network thread, possibly before the sender has recorded `mid` (paho releases
+        # its lock before publish() returns): park those in _early for the sender to resolve.
+        with self._map_lock:
+            row = self._mid_to_row.pop(mid, None)
+            if row is None:
+                self._early[mid] = reason
+                return
+            self._acks.append((row, reason))
+        self._wake.set()
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            if msg.topic == discovery.HA_STATUS_TOPIC:
+                if msg.payload.strip() == b"online":
+                    self._publish_discovery()
+                return
+            props = getattr(msg, "properties", None)
+            response_topic = getattr(props, "ResponseTopic", None) if props else None
+            correlation = getattr(props, "CorrelationData", None) if props else None
+            self.commands.submit(msg.topic, msg.payload, response_topic, correlation)
+        except Exception:  # never let a message kill the network thread
+            log.exception("handling message on %s", msg.topic)
+
+    def _publish_discovery(self) -> None:
+        for topic, cfg in discovery.configs(self.topics, __version__).items():
+            self.spool.put(topic, _dumps(cfg), 1, True, prio=PRIO_HIGH, replace=True)
+        self._wake.set()
+
+    # --- threads -------------------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            self._drain_acks()
+            if self._sender_stop.is_set():
+                return
+            now = time.monotonic()
+            if now - last_purge > 5.0:
+                last_purge = now
+                if self.spool.purge_expired():
+                    log.warning("spool: dropped messages older than %.0f s", self.spool.max_age_s)
+            if self._ready.is_set() and len(self._handed) < self.max_inflight:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        for row in self.spool.pending(self.max_inflight - len(self._handed), exclude=self._handed):
+            props = None
+            if row.correlation is not None and self.mqtt5:
+                props = Properties(PacketTypes.PUBLISH)
+                props.CorrelationData = row.correlation
+            try:
+                info = self._client.publish(row.topic, row.payload, row.qos, row.retain, props)
+            except ValueError as exc:  # e.g. a wildcard in a response topic: undeliverable
+                log.warning("dropping unpublishable message on %r: %s", row.topic, exc)
+                self.spool.ack(row.id)
+                continue
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                log.info("paho refused a publish (%s); retrying later", info.rc)
+                return
+            self._counts["published"] += 1
+            self._handed.add(row.id)
+            with self._map_lock:
+                early = self._early.pop(info.mid, None)
+                if early is not None:
+                    self._acks.append((row.id, early))
+                else:
+                    self._mid_to_row[info.mid] = row.id
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                return  # queued in paho; it sends it after the next CONNACK
+        self._drain_acks()
+
+    def _drain_acks(self) -> None:
+        done: list[int] = []
+        with self._map_lock:
+            while self._acks:
+                row, reason = self._acks.popleft()
+                done.append(row)
+                if getattr(reason, "is_failure", False):
+                    self._counts["rejected"] += 1
+                    log.warning("broker rejected message %d: %s", row, reason)
+        if done:
+            self._handed.difference_update(done)
+            self._counts["acked"] += len(done)
+            self.spool.ack_many(done)
+            if self.spool.depth:
+                self._wake.set()
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
