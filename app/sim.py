@@ -77,7 +77,9 @@ def meter_table() -> str:
     return '[meter]\ntype = "none"\n'
 
 
-def device_config(dev: SimDevice, broker_url: str, video: Path, models_dir: Path) -> Path:
+def device_config(
+    dev: SimDevice, broker_url: str, video: Path, models_dir: Path, protocol: str = "5"
+) -> Path:
     text = f"""# simulated device {dev.device_id}
 device_id = "{dev.device_id}"
 model = "{dev.model}"
@@ -99,6 +101,7 @@ warmup = 3
 
 [mqtt]
 url = "{broker_url}"
+protocol = "{protocol}"
 metrics_interval_s = 2.0
 publish_empty = true
 homeassistant = false
@@ -113,8 +116,16 @@ reconnect_max_s = 2.0
 class Simulation:
     """Owns every process, port and temporary file it creates; `close()` removes them all."""
 
-    def __init__(self, devices: int, duration_s: float, broker_url: str | None, models_dir: Path) -> None:
+    def __init__(
+        self,
+        devices: int,
+        duration_s: float,
+        broker_url: str | None,
+        models_dir: Path,
+        broker_kind: str = "auto",
+    ) -> None:
         self.n = devices
+        self.broker_kind = broker_kind
         self.duration_s = duration_s
         self.external_broker = broker_url
         self.models_dir = models_dir
@@ -134,19 +145,23 @@ class Simulation:
         from app.vision.demo import demo_video_path
 
         if self.external_broker is None:
-            self.broker = start_broker("auto")
-            note = "" if self.broker.kind == "mosquitto" else " (mosquitto not on PATH; MQTT 3.1.1 only)"
+            self.broker = start_broker(self.broker_kind)
+            note = ""
+            if self.broker.kind == "amqtt":
+                why = "mosquitto not on PATH; " if self.broker_kind == "auto" else ""
+                note = f" ({why}MQTT 3.1.1 only)"
             log(f"broker: embedded {self.broker.kind} at {self.broker.url}{note}")
         else:
             log(f"broker: {self.external_broker}")
         video = demo_video_path()
         log(f"source: demo video {video}")
+        protocol = "3.1.1" if self.broker is not None and self.broker.kind == "amqtt" else "5"
         self.registry = Registry()
-        self.monitor = Monitor(self.registry)
+        self.monitor = Monitor(self.registry, protocol=protocol)
         self.monitor.start(self.broker_url, client_id="lookout-sim-monitor")
         self.devices = plan_devices(self.n, self.workdir)
         for dev in self.devices:
-            cfg = device_config(dev, self.broker_url, video, self.models_dir)
+            cfg = device_config(dev, self.broker_url, video, self.models_dir, protocol)
             cmd = [sys.executable, "-m", "app", "run", "--config", str(cfg), "--report", str(dev.report_path)]
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOOKOUT_CONFIG": str(cfg)}
             with open(dev.log_path, "wb") as out:

@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of an embedded one")
     p.add_argument("--models-dir", help="models directory")
     p.add_argument(
+        "--broker-kind",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="embedded broker: mosquitto when on PATH (auto), else amqtt (MQTT 3.1.1 only)",
+    )
+    p.add_argument(
         "--bench-frames", type=int, default=100, help="frames per runtime in the closing bench (0: skip)"
     )
     p.add_argument("--json", help="write the summary (devices + bench) as JSON here")
@@ -36,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration {args.duration}: expected a positive number of seconds")
     console = Console(width=None if sys.stdout.isatty() else 160)
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
-    sim = Simulation(args.devices, args.duration, args.broker, models_dir)
+    sim = Simulation(args.devices, args.duration, args.broker, models_dir, args.broker_kind)
     try:
         sim.start(lambda msg: console.print(f"[bold]sim[/] {msg}"))
         interrupted = _watch(sim, args.duration, console)
+        console.print()
         console.print("[bold]sim[/] stopping devices (SIGTERM: drain, flush, report)")
         sim.stop_devices()
         sim.wait_for_delivery()

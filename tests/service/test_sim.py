@@ -73,6 +73,22 @@ def test_sim_three_devices(lookout_cmd, clean_env, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_sim_on_amqtt_fallback_broker(lookout_cmd, clean_env, tmp_path: Path) -> None:
+    """Without mosquitto the embedded broker is amqtt (MQTT 3.1.1): devices and monitor still lose nothing."""
+    out = tmp_path / "sim.json"
+    proc = subprocess.run(
+        [*lookout_cmd, "sim", "--devices", "2", "--duration", "8", "--bench-frames", "0", "--broker-kind", "amqtt",
+         "--json", str(out)],
+        capture_output=True, text=True, env=clean_env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "embedded amqtt" in proc.stdout and "MQTT 3.1.1" in proc.stdout
+    rows = json.loads(out.read_text())["devices"]
+    assert len(rows) == 2
+    assert all(r["frames"] > 0 and r["published"] > 0 and r["lost"] == 0 for r in rows)
+
+
+@pytest.mark.slow
 def test_ctrl_c_leaves_nothing_behind(lookout_cmd, clean_env, tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
