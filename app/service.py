@@ -114,17 +114,19 @@ class Service:
             fields["reason"] = self.source_state.reason
         return fields
 
-    def _publish_status(self, state: str | None = None) -> None:
-        fields = self.status_fields()
-        if state:
-            fields["state"] = state
+    def _publish_status(self) -> None:
+        """Status changed: the retained MQTT status and systemd's STATUS= line."""
         if self.telemetry is not None:
-            self.telemetry.publish_status(**fields)
+            self.telemetry.publish_status(**self.status_fields())
+        self._notify_status()
+
+    def _notify_status(self) -> None:
+        """`systemctl status` line: state, model, runtime, fallback, fps."""
         engine = self.engine
         if engine is not None:
             fb = f", fallback from {engine.fallback['from']}" if engine.fallback else ""
             fps = self.pipeline.fps if self.pipeline else 0.0
-            sdnotify.status(f"{fields['state']}: {engine.model} on {engine.runtime}{fb}, {fps:.1f} fps")
+            sdnotify.status(f"{self.state}: {engine.model} on {engine.runtime}{fb}, {fps:.1f} fps")
 
     def metrics(self, window: Any) -> dict[str, Any]:
         pipe = self.pipeline
@@ -342,20 +344,14 @@ class Service:
         pipe = self.pipeline
         assert pipe is not None
         next_metrics = time.monotonic() + self._metrics_interval_s
-        last_state = self.state
         while pipe.running and not self._stop.wait(0.2):
             if self.source_state.state == "degraded":
                 watchdog.beat()  # the capture thread is alive and reconnecting: not hung
-            if self.state != last_state:
-                last_state = self.state
-                self._publish_status()
             if time.monotonic() >= next_metrics:
                 next_metrics = time.monotonic() + self._metrics_interval_s
                 if self.telemetry is not None:
                     self.telemetry.publish_metrics(self.metrics(window))
-                self._publish_status() if last_state == "degraded" else sdnotify.status(
-                    f"{self.state}: {pipe.engine.model} on {pipe.engine.runtime}, {pipe.fps:.1f} fps"
-                )
+                self._notify_status()
                 window.reset()
 
     def _report(self, totals: Any, wall_s: float) -> dict[str, Any]:
