@@ -57,6 +57,8 @@ def test_energy_counter_is_differenced(tree, tmp_path: Path) -> None:
 def test_background_thread_samples_a_constant_power(tree, tmp_path: Path) -> None:
     s = PowerSampler(hwmon_meter(tree, tmp_path, 4_200_000), rate_hz=400)
     with s:
+        # a window is priced only once samples bracket it: wait for the first one before opening it
+        assert s.wait_for_sample_after(time.perf_counter_ns())
         t0 = time.perf_counter_ns()
         time.sleep(0.15)
         t1 = time.perf_counter_ns()
