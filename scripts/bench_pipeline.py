@@ -82,8 +82,24 @@ def pipeline_fps(engine, frames: int) -> float:
     return fps
 
 
-def median_of(fn, repeats: int, *args) -> float:
-    return statistics.median(fn(*args) for _ in range(repeats))
+def compare(model: str, ref_name: str, reference, frames: int, repeats: int, target: str) -> dict:
+    """Median fps of the reference loop and of the pipeline, interleaved so machine load hits both alike."""
+    engine = engine_for(model, 1)
+    ref, pipe = [], []
+    try:
+        for _ in range(repeats):
+            ref.append(reference(engine, frames))
+            pipe.append(pipeline_fps(engine, frames))
+    finally:
+        engine.close()
+    case = {
+        "model": model,
+        ref_name: round(statistics.median(ref), 1),
+        "pipeline_fps": round(statistics.median(pipe), 1),
+    }
+    case["ratio"] = round(case["pipeline_fps"] / case[ref_name], 3)
+    case["target"] = target
+    return case
 
 
 def main() -> int:
@@ -93,34 +109,8 @@ def main() -> int:
     args = ap.parse_args()
     demo_video_path()  # generate once, outside the timings
 
-    back = engine_for("blazeface-back", 1)
-    bare, pipe = [], []
-    for _ in range(args.repeats):  # interleaved so machine load affects both alike
-        bare.append(bare_invoke_fps(back, 600))
-        pipe.append(pipeline_fps(back, 600))
-    case1 = {
-        "model": "blazeface-back",
-        "bare_invoke_fps": round(statistics.median(bare), 1),
-        "pipeline_fps": round(statistics.median(pipe), 1),
-    }
-    case1["ratio"] = round(case1["pipeline_fps"] / case1["bare_invoke_fps"], 3)
-    case1["target"] = ">= 0.90"
-    back.close()
-
-    short = engine_for("blazeface-short", 1)
-    seq, pipe = [], []
-    for _ in range(args.repeats):
-        seq.append(sequential_fps(short, 2000))
-        pipe.append(pipeline_fps(short, 2000))
-    case2 = {
-        "model": "blazeface-short",
-        "sequential_fps": round(statistics.median(seq), 1),
-        "pipeline_fps": round(statistics.median(pipe), 1),
-    }
-    case2["ratio"] = round(case2["pipeline_fps"] / case2["sequential_fps"], 3)
-    case2["target"] = ">= 1.25"
-    short.close()
-
+    case1 = compare("blazeface-back", "bare_invoke_fps", bare_invoke_fps, 600, args.repeats, ">= 0.90")
+    case2 = compare("blazeface-short", "sequential_fps", sequential_fps, 2000, args.repeats, ">= 1.25")
     result = {"invoke_bound": case1, "decode_comparable": case2}
     print(json.dumps(result, indent=2))
     if args.json:
