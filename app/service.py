@@ -287,19 +287,6 @@ class Service:
         source = open_source(cfg.source, cfg.reconnect, on_state=self._on_source_state)
         self.health = HealthReader()
         self.sampler, self.energy = self._build_meter()
-        if self.options.mqtt and cfg.mqtt.enabled:
-            from app.telemetry.mqtt import Telemetry
-
-            self.telemetry = Telemetry(
-                cfg.mqtt,
-                cfg.spool,
-                cfg.device_id,
-                cfg.state_dir,
-                command_handler=self.handle_command,
-                models_dir=cfg.models_dir,
-            )
-            self.telemetry.start()
-
         totals = StageHistograms((*STAGES, "end_to_end"))
         window = StageHistograms(STAGES)
         watchdog = sdnotify.Watchdog()
@@ -315,6 +302,20 @@ class Service:
             on_infer=self.energy.add,
             on_frame=watchdog.beat,
         )
+        # after the pipeline exists: a queued swap command may arrive as soon as we connect
+        if self.options.mqtt and cfg.mqtt.enabled:
+            from app.telemetry.mqtt import Telemetry
+
+            self.telemetry = Telemetry(
+                cfg.mqtt,
+                cfg.spool,
+                cfg.device_id,
+                cfg.state_dir,
+                command_handler=self.handle_command,
+                models_dir=cfg.models_dir,
+            )
+            self.telemetry.start()
+
         self._publish_status()
         sdnotify.ready(f"{self.engine.model} on {self.engine.runtime} warmed up")
         t_start = time.perf_counter()
