@@ -57,15 +57,6 @@ class Engine:
     def close(self) -> None:
         self.opened.runtime.close()
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "runtime": self.runtime,
-            "requested_runtime": self.requested_runtime,
-            "fallback": self.fallback,
-            "artifact": str(self.opened.artifact_path),
-        }
-
 
 def build_engine(
     model: str,

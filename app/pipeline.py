@@ -95,7 +95,6 @@ class Pipeline:
         self._retired_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.frames = 0
-        self.captured = 0
         self.detections_total = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -187,7 +186,6 @@ class Pipeline:
                 t2 = time.perf_counter_ns()
                 self._to_infer.put(Job(index, ts, frame.shape, engine, tensor, transform, t0, t1, t2))
                 index += 1
-                self.captured = index
         except Exception as exc:
             self._record_error("capture", exc)
         finally:
