@@ -34,7 +34,8 @@ class EnergyAccumulator:
     def add(self, t0_ns: int, t1_ns: int) -> None:
         """One inference ran from t0 to t1 (perf_counter_ns). Cheap; no meter access."""
         if self.sampler.available:
-            self._pending.append((t0_ns, t1_ns))
+            with self._lock:  # update() swaps the list under this lock; an unlocked append could be lost
+                self._pending.append((t0_ns, t1_ns))
 
     def update(self) -> None:
         """Price pending windows covered by samples; drop windows older than the buffer."""
