@@ -237,6 +237,8 @@ def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | 
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     for dotted, value in (overrides or {}).items():
+        if dotted == "runtime.type":
+            _switch_runtime(data, value)
         _set_dotted(data, dotted, value)
         where = f"{where} + flags" if "flags" not in where else where
     return validate_config(data, where)
@@ -274,6 +276,16 @@ def _is_union_tag(part: Any, err: dict) -> bool:
         and inp_loc[idx - 1] in ("runtime", "source", "meter")
         and idx < len(inp_loc) - 1
     )
+
+
+def _switch_runtime(data: dict[str, Any], new_type: str) -> None:
+    """A flag that changes the runtime type keeps only the options every runtime shares (threads, ...):
+    the file's variant-specific keys (an Edge TPU's device, say) mean nothing to another runtime."""
+    from app.runtimes.base import RuntimeConfig
+
+    table = data.get("runtime")
+    if isinstance(table, dict) and table.get("type", "tflite") != new_type:
+        data["runtime"] = {k: v for k, v in table.items() if k in RuntimeConfig.model_fields}
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

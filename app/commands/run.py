@@ -48,14 +48,14 @@ def source_override(value: str) -> dict[str, Any]:
     return {"type": "opencv", "uri": value}
 
 
-def overrides_from_args(args: argparse.Namespace, runtime_type: str | None) -> dict[str, Any]:
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
     if args.source:
         o["source"] = source_override(args.source)
     if args.model:
         o["model"] = args.model
     if args.runtime:
-        o["runtime"] = {"type": args.runtime}
+        o["runtime.type"] = args.runtime
     if args.threads is not None:
         o["runtime.threads"] = args.threads
     if args.fps is not None:
@@ -77,15 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from app.config import load_config
     from app.service import Service, ServiceOptions
 
-    overrides = overrides_from_args(args, args.runtime)
-    if "runtime" in overrides:
-        # a different runtime type replaces the whole table; keep the configured thread count
-        base = load_config(args.config)
-        if base.runtime.type != args.runtime:
-            overrides["runtime"] = {"type": args.runtime, "threads": base.runtime.threads}
-        else:
-            overrides.pop("runtime")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides_from_args(args))
     opts = ServiceOptions(report_path=Path(args.report) if args.report else None, mqtt=not args.no_mqtt)
     report = Service(cfg, opts).run()
     print(

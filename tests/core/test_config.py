@@ -103,3 +103,13 @@ def test_cli_bad_key_exits_2_with_one_line(tmp_path: Path, lookout_cmd: list[str
     assert len(lines) == 1, proc.stderr
     assert "pipeline.score_treshold" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_runtime_flag_switches_variant_keeping_shared_options(tmp_path: Path) -> None:
+    """--runtime over a file configured for another runtime: shared options stay, variant keys go."""
+    path = write(tmp_path, '[runtime]\ntype = "edgetpu"\nthreads = 3\ndevice = "usb:1"\n')
+    cfg = load_config(path, {"runtime.type": "executorch"})
+    assert cfg.runtime.type == "executorch"
+    assert cfg.runtime.threads == 3
+    same = load_config(path, {"runtime.type": "edgetpu"})
+    assert same.runtime.device == "usb:1"
