@@ -27,6 +27,12 @@ def models_dir() -> Path:
     return MODELS
 
 
+@pytest.fixture(scope="session")
+def astronaut_face() -> tuple[float, float, float, float]:
+    """Ground-truth face box in skimage's astronaut photo (x0, y0, x1, y1)."""
+    return ASTRONAUT_FACE
+
+
 @pytest.fixture
 def broker() -> Iterator[Broker]:
     """A fresh Debian mosquitto on a free 127.0.0.1 port, stopped by PID afterwards."""

@@ -12,19 +12,12 @@ import pytest
 
 from app.detection import Detection
 
-ASTRONAUT_FACE = (179.0, 81.0, 273.0, 176.0)
-
 
 @pytest.fixture(scope="session")
 def short_manifest(models_dir: Path):
     from app.zoo import load_manifest
 
     return load_manifest("blazeface-short", models_dir)
-
-
-@pytest.fixture(scope="session")
-def astronaut_face() -> tuple[float, float, float, float]:
-    return ASTRONAUT_FACE
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,6 @@ from app.runtimes.base import TensorSpec
 from app.vision.decoders import make_decoder
 from app.vision.preprocess import Preprocessor
 
-ASTRONAUT_FACE = (179.0, 81.0, 273.0, 176.0)
-
 
 class _Model:
     """The original .tflite through ai_edge_litert directly; outputs in graph order."""
@@ -42,11 +40,13 @@ def _detect(path: Path, variant: str, image_bgr: np.ndarray) -> list:
     return make_decoder("blazeface", ["face"], variant=variant)(model(x), t)
 
 
-def test_short_finds_the_astronaut_face(blazeface_short_path: Path, astronaut_bgr: np.ndarray) -> None:
+def test_short_finds_the_astronaut_face(
+    blazeface_short_path: Path, astronaut_bgr: np.ndarray, astronaut_face
+) -> None:
     dets = _detect(blazeface_short_path, "short", astronaut_bgr)
     assert len(dets) == 1
     assert dets[0].label == "face" and dets[0].score >= 0.5
-    assert iou(dets[0].box, ASTRONAUT_FACE) >= 0.9
+    assert iou(dets[0].box, astronaut_face) >= 0.9
 
 
 @pytest.mark.parametrize("name", ["coffee", "chelsea"])
@@ -56,20 +56,24 @@ def test_short_finds_no_face_in_other_photos(
     assert _detect(blazeface_short_path, "short", no_face_photos_bgr[name]) == []
 
 
-def test_back_finds_the_astronaut_face(blazeface_back_path: Path, astronaut_bgr: np.ndarray) -> None:
+def test_back_finds_the_astronaut_face(
+    blazeface_back_path: Path, astronaut_bgr: np.ndarray, astronaut_face
+) -> None:
     dets = _detect(blazeface_back_path, "back", astronaut_bgr)
     assert len(dets) == 1
-    assert iou(dets[0].box, ASTRONAUT_FACE) >= 0.75  # the back model's boxes are looser (measured 0.82)
+    assert iou(dets[0].box, astronaut_face) >= 0.75  # the back model's boxes are looser (measured 0.82)
 
 
-def test_face_found_where_the_frame_put_it(blazeface_short_path: Path, astronaut_bgr: np.ndarray) -> None:
+def test_face_found_where_the_frame_put_it(
+    blazeface_short_path: Path, astronaut_bgr: np.ndarray, astronaut_face
+) -> None:
     """A crop of the astronaut, enlarged 1.5x and pasted off-centre into a 640x480 frame: the box follows."""
     import cv2
 
     frame = np.zeros((480, 640, 3), np.uint8)
     crop = cv2.resize(astronaut_bgr[0:300, 80:380], (450, 450), interpolation=cv2.INTER_LINEAR)
     frame[15:465, 170:620] = crop
-    x0, y0, x1, y1 = ASTRONAUT_FACE
+    x0, y0, x1, y1 = astronaut_face
     want = (170 + (x0 - 80) * 1.5, 15 + y0 * 1.5, 170 + (x1 - 80) * 1.5, 15 + y1 * 1.5)
     dets = _detect(blazeface_short_path, "short", frame)
     assert len(dets) == 1
