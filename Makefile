@@ -46,6 +46,7 @@ pytest: venv
 bench: venv models
 	$(BIN)/lookout bench --model blazeface-short --runtime tflite,executorch,torchscript-lite --frames 300 --json out/bench.json --plot out/bench.png
 	$(BIN)/python scripts/bench_pipeline.py
+	$(BIN)/python scripts/bench_vs_invoke.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
