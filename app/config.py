@@ -15,9 +15,18 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from app.errors import ConfigError
+from app.runtimes.base import RuntimeConfig, switch_runtime
 
 SEARCH_PATHS = (Path("lookout.toml"), Path("/etc/lookout/config.toml"))
 
@@ -112,7 +121,9 @@ MeterConfig = Annotated[
 
 # --- everything else -----------------------------------------------------------------------------
 class PipelineConfig(Strict):
-    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    score_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="override the model manifest's score threshold"
+    )
     fps: float | None = Field(default=None, gt=0, description="cap the capture rate")
     max_frames: int | None = Field(default=None, ge=1)
     warmup: int = Field(default=5, ge=0, description="inferences run before timing starts")
@@ -173,39 +184,52 @@ def default_models_dir() -> Path:
 
 
 @functools.cache
-def runtime_config_union() -> Any:
-    """Discriminated union of every registered runtime's config model."""
+def runtime_adapter() -> TypeAdapter[RuntimeConfig]:
+    """Validator of the discriminated union of every registered runtime's config model."""
     from app.runtimes.base import discover
 
     models = [r.cls.config_model for r in discover().values() if r.cls is not None]
     if not models:
         raise ConfigError("no runtime plugins registered (is the package installed? run pip install -e .)")
-    if len(models) == 1:
-        return models[0]
-    return Annotated[functools.reduce(operator.or_, models), Field(discriminator="type")]
-
-
-@functools.cache
-def config_model() -> type[BaseModel]:
-    """The root config model, built once with the runtime union from the plugins."""
-    runtime_union = runtime_config_union()
-    first_default = {"type": "tflite"}
-    return create_model(
-        "LookoutConfig",
-        __base__=Strict,
-        device_id=(str, Field(default_factory=default_device_id, pattern=r"^[A-Za-z0-9_.-]{1,64}$")),
-        model=(str, "blazeface-short"),
-        models_dir=(Path, Field(default_factory=default_models_dir)),
-        state_dir=(Path, Field(default_factory=default_state_dir)),
-        runtime=(runtime_union, Field(default_factory=lambda: dict(first_default), validate_default=True)),
-        source=(SourceConfig, Field(default_factory=OpenCVSource)),
-        reconnect=(ReconnectConfig, Field(default_factory=ReconnectConfig)),
-        meter=(MeterConfig, Field(default_factory=NoMeter)),
-        pipeline=(PipelineConfig, Field(default_factory=PipelineConfig)),
-        mqtt=(MqttConfig, Field(default_factory=MqttConfig)),
-        spool=(SpoolConfig, Field(default_factory=SpoolConfig)),
-        bench=(BenchConfig, Field(default_factory=BenchConfig)),
+    union = (
+        models[0]
+        if len(models) == 1
+        else Annotated[functools.reduce(operator.or_, models), Field(discriminator="type")]
     )
+    return TypeAdapter(union)
+
+
+class LookoutConfig(Strict):
+    """The root config. `runtime` is the registered runtime's own config model (a plugin-built union)."""
+
+    device_id: str = Field(default_factory=default_device_id, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    model: str = "blazeface-short"
+    models_dir: Path = Field(default_factory=default_models_dir)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    runtime: SerializeAsAny[RuntimeConfig] = Field(
+        default_factory=lambda: {"type": "tflite"},  # type: ignore[arg-type,return-value]
+        validate_default=True,
+    )
+    source: SourceConfig = Field(default_factory=OpenCVSource)
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    meter: MeterConfig = Field(default_factory=NoMeter)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+
+    @field_validator("runtime", mode="plain")
+    @classmethod
+    def _runtime_variant(cls, value: object) -> RuntimeConfig:
+        return runtime_adapter().validate_python(value)
+
+
+def validate_runtime(data: dict[str, Any] | RuntimeConfig, where: str = "runtime") -> RuntimeConfig:
+    """One runtime table -> that runtime's typed config; ConfigError with one line."""
+    try:
+        return runtime_adapter().validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
 
 
 def find_config_file(explicit: str | Path | None = None) -> Path | None:
@@ -224,7 +248,7 @@ def find_config_file(explicit: str | Path | None = None) -> Path | None:
     return next((p for p in SEARCH_PATHS if p.is_file()), None)
 
 
-def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Any:
+def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | None = None) -> LookoutConfig:
     """Load, merge flag overrides (dotted keys), validate. Raises ConfigError with one line."""
     path = find_config_file(explicit)
     data: dict[str, Any] = {}
@@ -238,15 +262,16 @@ def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | 
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     for dotted, value in (overrides or {}).items():
         if dotted == "runtime.type":
-            _switch_runtime(data, value)
-        _set_dotted(data, dotted, value)
+            data["runtime"] = switch_runtime(value, data.get("runtime") or {})
+        else:
+            _set_dotted(data, dotted, value)
         where = f"{where} + flags" if "flags" not in where else where
     return validate_config(data, where)
 
 
-def validate_config(data: dict[str, Any], where: str = "config") -> Any:
+def validate_config(data: dict[str, Any], where: str = "config") -> LookoutConfig:
     try:
-        return config_model().model_validate(data)
+        return LookoutConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
 
@@ -278,16 +303,6 @@ def _is_union_tag(part: Any, err: dict) -> bool:
     )
 
 
-def _switch_runtime(data: dict[str, Any], new_type: str) -> None:
-    """A flag that changes the runtime type keeps only the options every runtime shares (threads, ...):
-    the file's variant-specific keys (an Edge TPU's device, say) mean nothing to another runtime."""
-    from app.runtimes.base import RuntimeConfig
-
-    table = data.get("runtime")
-    if isinstance(table, dict) and table.get("type", "tflite") != new_type:
-        data["runtime"] = {k: v for k, v in table.items() if k in RuntimeConfig.model_fields}
-
-
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
@@ -296,7 +311,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def to_toml(cfg: Any) -> str:
+def to_toml(cfg: LookoutConfig) -> str:
     """Render the effective config as TOML (tables last, None values omitted)."""
     from app.tomlwrite import dump_toml
 

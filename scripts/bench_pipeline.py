@@ -18,9 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from pydantic import TypeAdapter
-
-from app.config import OpenCVSource, ReconnectConfig, default_models_dir, runtime_config_union
+from app.config import OpenCVSource, ReconnectConfig, default_models_dir, validate_runtime
 from app.engine import build_engine
 from app.measure.latency import StageHistograms
 from app.pipeline import STAGES, Pipeline
@@ -29,8 +27,8 @@ from app.vision.sources import open_source
 
 
 def engine_for(model: str, threads: int):
-    cfg = TypeAdapter(runtime_config_union()).validate_python({"type": "tflite", "threads": threads})
-    return build_engine(model, cfg, default_models_dir(), 0.5, warmup=20)
+    cfg = validate_runtime({"type": "tflite", "threads": threads})
+    return build_engine(model, cfg, default_models_dir(), score_threshold=None, warmup=20)
 
 
 def source(video: Path):

@@ -10,8 +10,11 @@ import shutil
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from app.config import LookoutConfig
 
 
 @dataclass
@@ -48,9 +51,11 @@ def check_runtimes() -> list[Check]:
 
 
 def check_edgetpu(probe: bool) -> list[Check]:
+    from app.hostroots import HostRoots
     from app.runtimes import edgetpu
 
-    devices = edgetpu.enumerate_tpus()
+    tpu = edgetpu.EdgeTPURuntime(HostRoots.from_env())
+    devices = edgetpu.enumerate_tpus(tpu.sysfs_root, tpu.dev_root)
     if devices:
         out = [Check("edgetpu", d.name, True, f"{d.path} ({d.state})") for d in devices]
     else:
@@ -117,9 +122,12 @@ def check_broker(url: str) -> Check:
         return Check("broker", url, False, f"cannot connect: {exc.strerror or exc}")
 
 
-def check_pipeline(cfg: Any, runtimes: list[Check], tpus: list[Check]) -> list[Check]:
-    """Can the configured model run on the configured runtime (or its fallback) with the configured source?"""
+def check_pipeline(cfg: LookoutConfig, probe: bool) -> list[Check]:
+    """Can the configured model run on the configured runtime (or the substitute its plugin names) with
+    the configured source? Asks the same hooks as selection (`plan_runtime`), so both agree."""
     from app.errors import LookoutError
+    from app.hostroots import HostRoots
+    from app.runtimes.selection import plan_runtime
     from app.zoo import load_manifest
 
     out = []
@@ -127,27 +135,25 @@ def check_pipeline(cfg: Any, runtimes: list[Check], tpus: list[Check]) -> list[C
         manifest = load_manifest(cfg.model, cfg.models_dir)
     except LookoutError as exc:
         return [Check("pipeline", "model", False, str(exc))]
-    rt = cfg.runtime.type
-    available = {c.name: c for c in runtimes}
-    wanted = [rt]
-    if rt == "edgetpu" and getattr(cfg.runtime, "fallback", "fail") == "cpu" and not all(c.ok for c in tpus):
-        wanted = ["tflite"]
-        out.append(
-            Check("pipeline", "fallback", True, "edgetpu unusable here: will fall back to tflite on the CPU")
-        )
-    for name in wanted:
-        c = available.get(name)
-        if c is None or not c.ok:
-            out.append(Check("pipeline", "runtime", False, f"{name}: {c.detail if c else 'not registered'}"))
-            continue
-        from app.runtimes.base import get_runtime_class
+    try:
+        plan = plan_runtime(cfg.runtime, manifest, HostRoots.from_env(), probe=probe)
+    except LookoutError as exc:
+        return [Check("pipeline", "runtime", False, str(exc))]
+    if plan.fallback:
+        detail = f"{plan.requested} cannot run here, will run {plan.runtime}: {plan.fallback['reason']}"
+        out.append(Check("pipeline", "fallback", True, detail))
+    from app.runtimes.base import get_runtime_class
 
-        key = cfg.runtime.artifact or get_runtime_class(name).default_artifact
-        try:
-            path = manifest.verify_artifact(key)
-            out.append(Check("pipeline", "artifact", True, f"{manifest.name}:{key} {path.name} sha256 ok"))
-        except LookoutError as exc:
-            out.append(Check("pipeline", "artifact", False, str(exc)))
+    ok, why = get_runtime_class(plan.runtime).availability()
+    if not ok:
+        out.append(Check("pipeline", "runtime", False, f"{plan.runtime}: {why}"))
+    try:
+        path = manifest.verify_artifact(plan.artifact)
+        out.append(
+            Check("pipeline", "artifact", True, f"{manifest.name}:{plan.artifact} {path.name} sha256 ok")
+        )
+    except LookoutError as exc:
+        out.append(Check("pipeline", "artifact", False, str(exc)))
     out.append(check_source(cfg.source))
     return out
 
@@ -184,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     checks = [*runtimes, *tpus, *check_cameras(), *check_meters()]
     if cfg.mqtt.enabled:
         checks.append(check_broker(cfg.mqtt.url))
-    pipeline = check_pipeline(cfg, runtimes, tpus)
+    pipeline = check_pipeline(cfg, probe=not args.no_probe)
     checks += pipeline
     can_run = all(c.ok for c in pipeline)
     if args.json:

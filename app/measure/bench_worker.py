@@ -15,12 +15,16 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.errors import ConfigError, LookoutError
+from app.errors import LookoutError
 from app.measure.latency import Histogram
+
+if TYPE_CHECKING:
+    from app.config import LookoutConfig
+    from app.runtimes.base import RuntimeConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,19 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def runtime_config(cfg: Any, name: str, threads: int | None) -> Any:
-    """The config of runtime `name`: the config file's [runtime] when it is that type, else defaults."""
-    from pydantic import TypeAdapter, ValidationError
+def runtime_config(cfg: LookoutConfig, name: str, threads: int | None) -> RuntimeConfig:
+    """The config of runtime `name` by the one switching rule (the file's table when it is that type,
+    else that type's defaults with the shared options); --threads overrides."""
+    from app.config import validate_runtime
+    from app.runtimes.base import switch_runtime
 
-    from app.config import runtime_config_union
-
-    data = cfg.runtime.model_dump() if getattr(cfg.runtime, "type", None) == name else {"type": name}
+    data = switch_runtime(name, cfg.runtime)
     if threads is not None:
         data["threads"] = threads
-    try:
-        return TypeAdapter(runtime_config_union()).validate_python(data)
-    except ValidationError as exc:
-        raise ConfigError(f"runtime {name!r}: {exc.errors()[0]['msg']}") from None
+    return validate_runtime(data, f"runtime {name!r}")
 
 
 def peak_rss_mb() -> float:
@@ -60,10 +61,9 @@ def peak_rss_mb() -> float:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from app.config import load_config
+    from app.engine import model_io
     from app.measure.power import EnergyAccumulator, PowerSampler, make_meter
-    from app.runtimes.select import open_runtime
-    from app.vision.decoders import make_decoder
-    from app.vision.preprocess import Preprocessor
+    from app.runtimes.selection import open_runtime
     from app.zoo import load_manifest
 
     cfg = load_config(args.config)
@@ -73,9 +73,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rt = opened.runtime
     load_s = time.time() - args.spawn_time  # process start (interpreter + imports) to model ready
 
-    inp = manifest.input
-    pre = Preprocessor(rt.input_spec, inp.width, inp.height, inp.color, inp.resize, inp.mean, inp.std, ring=1)
-    decoder = make_decoder(manifest.decoder, manifest.labels, **manifest.decoder_options)
+    pre, decoder = model_io(manifest, rt.input_spec, cfg.pipeline.score_threshold)
     with np.load(args.images) as z:
         images = {k: z[k] for k in z.files}
 

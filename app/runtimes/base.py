@@ -6,9 +6,14 @@ LiteRT) are imported inside ``load()``, never at module import.
 
 Contract:
   ``load(artifact, options)`` -> input ``TensorSpec`` (also kept as ``.input_spec``; ``.output_specs``
-  lists the outputs); ``infer(x)`` -> list of float32 ndarrays, dequantised, in the order of the
-  model graph's outputs (the build script keeps the same order for every artifact of a model);
-  ``close()`` frees the interpreter.
+  lists the outputs), ``options`` being the runtime's own typed config; ``infer(x)`` -> list of float32
+  ndarrays, dequantised, in the order of the model graph's outputs (the build script keeps the same order
+  for every artifact of a model); ``close()`` frees the interpreter.
+
+Whether a runtime can run here, and what to run instead when it cannot, is the plugin's own decision:
+``unusable_reason`` and ``substitute`` (the Edge TPU plugin falls back to the model's CPU artifact).
+Selection (app/runtimes/selection.py) and `lookout doctor` both ask through these two hooks, so a
+third-party accelerator plugin falls back the same way without touching the core.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.hostroots import HostRoots
+
+if TYPE_CHECKING:
+    from app.zoo import Manifest
 
 ENTRY_POINT_GROUP = "lookout.runtimes"
 Layout = Literal["NHWC", "NCHW"]
@@ -62,8 +72,45 @@ class RuntimeConfig(BaseModel):
     )
 
 
-class Runtime(ABC):
-    """Base class of inference runtimes."""
+#: Options every runtime has and that mean the same to each: kept when the runtime type changes.
+SHARED_RUNTIME_OPTIONS = ("threads", "isolate")
+
+C = TypeVar("C", bound=RuntimeConfig)
+
+
+def switch_runtime(
+    new_type: str,
+    current: RuntimeConfig | dict[str, Any],
+    configured: RuntimeConfig | dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The runtime table to use when switching to `new_type`: the --runtime flag, a hot swap, a bench
+    run and a plugin's substitute all decide through this one rule.
+
+    Same type: the current table unchanged. Otherwise start from the configured table when it is of
+    that type (so an Edge TPU's device, delegate and fallback survive a swap away and back), else from
+    the type's defaults, and carry the options every runtime shares (threads, isolate) from the current
+    one. Another type's own keys (its artifact key, an Edge TPU device) never cross over.
+    """
+    cur = current.model_dump() if isinstance(current, RuntimeConfig) else dict(current)
+    conf = configured.model_dump() if isinstance(configured, RuntimeConfig) else dict(configured or cur)
+    if cur.get("type", "tflite") == new_type:
+        return {**cur, "type": new_type}
+    base = conf if conf.get("type", "tflite") == new_type else {}
+    shared = {k: cur[k] for k in SHARED_RUNTIME_OPTIONS if k in cur}
+    return {**base, **shared, "type": new_type}
+
+
+@dataclass(frozen=True, slots=True)
+class Substitute:
+    """What to run instead of a runtime that cannot run here: a registered runtime, its options, an artifact."""
+
+    runtime: str
+    options: RuntimeConfig
+    artifact: str
+
+
+class Runtime(ABC, Generic[C]):
+    """Base class of inference runtimes; `C` is the runtime's own config model."""
 
     name: ClassVar[str]
     config_model: ClassVar[type[RuntimeConfig]]
@@ -74,15 +121,37 @@ class Runtime(ABC):
     input_spec: TensorSpec
     output_specs: list[TensorSpec]
 
+    def __init__(self, roots: HostRoots | None = None) -> None:
+        self.roots = roots or HostRoots.from_env()
+
     @abstractmethod
-    def load(self, artifact: Path, options: RuntimeConfig) -> TensorSpec:
+    def load(self, artifact: Path, options: C) -> TensorSpec:
         """Load the artifact; return the input spec. Raise ArtifactError / RuntimeUnavailable."""
+
+    def unusable_reason(self, options: C, manifest: Manifest, *, probe: bool = True) -> str | None:
+        """None when this runtime can run `manifest` here, else a one-line reason (without loading it).
+
+        `probe` allows slower checks (a child process, opening a device). Default: the libraries exist.
+        """
+        ok, why = self.availability()
+        return None if ok else f"runtime {self.name!r} is unavailable: {why}"
+
+    def with_manifest(self, options: C, manifest: Manifest) -> C:
+        """Fill options the artifact format cannot carry itself from the manifest. Default: none."""
+        return options
+
+    def substitute(self, options: C, manifest: Manifest, reason: str) -> Substitute | None:
+        """What to run instead when this runtime cannot run (`reason`); None to fail. Default: fail.
+
+        A plugin may raise RuntimeUnavailable itself to say why it will not substitute (a config choice).
+        """
+        return None
 
     @abstractmethod
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
         """Run one inference on a tensor matching `input_spec`; return dequantised float32 outputs."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release the interpreter."""
 
     @classmethod

@@ -3,8 +3,8 @@
 Before the delegate is loaded in this process, ``check`` enumerates present TPUs from sysfs and /dev
 (no pyusb) and probes the delegate in a short-lived child process (``edgetpu_probe``) with a timeout:
 libedgetpu is built against one TensorFlow Lite version and may segfault with another, and USB Corals
-disappear. A failed check raises RuntimeUnavailable with a one-line reason; select.py turns that into
-a CPU fallback when ``fallback = "cpu"``.
+disappear. A failed check raises RuntimeUnavailable with a one-line reason; ``substitute`` names the
+CPU fallback when ``fallback = "cpu"``.
 """
 
 from __future__ import annotations
@@ -17,17 +17,23 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from app.errors import RuntimeUnavailable
-from app.runtimes.base import RuntimeConfig, TensorSpec
+from app.hostroots import HostRoots
+from app.runtimes.base import RuntimeConfig, Substitute, TensorSpec, switch_runtime
 from app.runtimes.filecheck import check_tflite
-from app.runtimes.litert import LiteRTModule, LiteRTRuntime
+from app.runtimes.litert import LiteRTBase, LiteRTConfig, LiteRTModule, LiteRTOptions, LiteRTRuntime
+
+if TYPE_CHECKING:
+    from app.zoo import Manifest
 
 USB_SYSFS = Path("/sys/bus/usb/devices")
 DEV_ROOT = Path("/dev")
+#: The manifest artifact a model runs on the CPU when the TPU cannot be used.
+CPU_ARTIFACT = "tflite"
 #: (idVendor, idProduct) -> state. Global Unichip 1a6e:089a until libedgetpu uploads the firmware,
 #: then the device re-enumerates as Google 18d1:9302.
 USB_IDS = {("1a6e", "089a"): "needs-firmware", ("18d1", "9302"): "ready"}
@@ -176,7 +182,7 @@ def _classify(lib: str, device: str, model: Path | None, r: dict[str, Any]) -> P
     return ProbeResult(False, kind, why)
 
 
-class EdgeTPUConfig(RuntimeConfig):
+class EdgeTPUConfig(LiteRTOptions):
     type: Literal["edgetpu"] = "edgetpu"
     device: str = Field(
         default="", description="Edge TPU: usb, usb:N, pci, pci:N, or '' for the first one found"
@@ -197,17 +203,21 @@ class EdgeTPUConfig(RuntimeConfig):
         return v
 
 
-class EdgeTPURuntime(LiteRTRuntime):
-    """LiteRT with the libedgetpu delegate; threads serve the ops left on the CPU."""
+class EdgeTPURuntime(LiteRTBase[EdgeTPUConfig]):
+    """LiteRT with the libedgetpu delegate; threads serve the ops left on the CPU.
+
+    Cannot run here (no TPU, no libedgetpu, no compiled artifact): with ``fallback = "cpu"`` the model's
+    CPU artifact runs on LiteRT instead (``substitute``).
+    """
 
     name: ClassVar[str] = "edgetpu"
     config_model: ClassVar[type[RuntimeConfig]] = EdgeTPUConfig
     default_artifact: ClassVar[str] = "edgetpu"
 
-    def __init__(self, sysfs_root: Path = USB_SYSFS, dev_root: Path = DEV_ROOT) -> None:
-        super().__init__()
-        self.sysfs_root = Path(sysfs_root)
-        self.dev_root = Path(dev_root)
+    def __init__(self, roots: HostRoots | None = None) -> None:
+        super().__init__(roots)
+        self.sysfs_root = self.roots.sys / USB_SYSFS.relative_to("/sys")
+        self.dev_root = self.roots.dev
         self.devices: list[TpuDevice] = []
 
     def check(self, options: EdgeTPUConfig, model: Path | None = None) -> str | None:
@@ -229,18 +239,45 @@ class EdgeTPURuntime(LiteRTRuntime):
             f"{self.dev_root}/apex_N; found: {seen})"
         )
 
-    def _delegates_for(self, lite: LiteRTModule, options: RuntimeConfig) -> list[Any]:
-        opts = {"device": options.device} if getattr(options, "device", "") else {}
+    def unusable_reason(
+        self, options: EdgeTPUConfig, manifest: Manifest, *, probe: bool = True
+    ) -> str | None:
+        """A TPU the device string selects, a delegate that loads (probed in a child), a compiled artifact."""
+        reasons = []
+        lib = super().unusable_reason(options, manifest, probe=probe)
+        if lib:
+            reasons.append(lib)
+        elif probe:
+            reasons.append(self.check(options))
+        else:
+            self.devices = enumerate_tpus(self.sysfs_root, self.dev_root)
+            if not matching(self.devices, options.device):
+                reasons.append(self.no_device_reason(options.device))
+        key = options.artifact or self.default_artifact
+        if key not in manifest.artifacts:
+            reasons.append(
+                f"model {manifest.name!r} has no compiled Edge TPU artifact {key!r} "
+                "(compile the tflite-int8 artifact with edgetpu_compiler, then `lookout models import`)"
+            )
+        return "; ".join(r for r in reasons if r) or None
+
+    def substitute(self, options: EdgeTPUConfig, manifest: Manifest, reason: str) -> Substitute | None:
+        """The model's CPU artifact on LiteRT (same threads), unless the config says fallback = "fail"."""
+        if options.fallback != "cpu":
+            raise RuntimeUnavailable(f"Edge TPU unavailable (fallback = 'fail'): {reason}")
+        cpu = LiteRTConfig.model_validate(switch_runtime(LiteRTRuntime.name, options))
+        return Substitute(LiteRTRuntime.name, cpu, CPU_ARTIFACT)
+
+    def _delegates_for(self, lite: LiteRTModule, options: EdgeTPUConfig) -> list[Any]:
+        opts = {"device": options.device} if options.device else {}
         try:
-            return [lite.load_delegate(options.delegate_path, opts)]  # type: ignore[attr-defined]
+            return [lite.load_delegate(options.delegate_path, opts)]
         except Exception as exc:
             raise RuntimeUnavailable(
                 f"Edge TPU delegate {options.delegate_path} failed to load: {exc}"
-            ) from None  # type: ignore[attr-defined]
+            ) from None
 
-    def load(self, artifact: Path, options: RuntimeConfig) -> TensorSpec:
-        if not isinstance(options, EdgeTPUConfig):
-            options = EdgeTPUConfig(threads=options.threads, artifact=options.artifact)
+    def load(self, artifact: Path, options: EdgeTPUConfig) -> TensorSpec:
         check_tflite(Path(artifact))
         reason = self.check(options, Path(artifact))
         if reason:

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from app.errors import ArtifactError, RuntimeUnavailable
+from app.hostroots import HostRoots
 from app.runtimes.base import Runtime, RuntimeConfig, TensorSpec
 from app.runtimes.filecheck import check_pte, first_line
 
@@ -88,7 +89,7 @@ def set_threads(n: int) -> int:
         return int(b._threadpool_get_thread_count())
 
 
-class ExecuTorchRuntime(Runtime):
+class ExecuTorchRuntime(Runtime[ExecuTorchConfig]):
     """ExecuTorch program on the CPU (XNNPACK for the delegated parts, portable kernels for the rest)."""
 
     name: ClassVar[str] = "executorch"
@@ -96,20 +97,21 @@ class ExecuTorchRuntime(Runtime):
     default_artifact: ClassVar[str] = "pte"
     requires: ClassVar[tuple[str, ...]] = ("executorch", "torch")
 
-    def __init__(self) -> None:
+    def __init__(self, roots: HostRoots | None = None) -> None:
+        super().__init__(roots)
         self._program: Any = None
         self._method: Any = None
         self._torch: Any = None
         self.threads_in_effect: int | None = None
 
-    def load(self, artifact: Path, options: RuntimeConfig) -> TensorSpec:
+    def load(self, artifact: Path, options: ExecuTorchConfig) -> TensorSpec:
         artifact = Path(artifact)
         check_pte(artifact)  # foreign bytes can abort the process inside ExecuTorch's logger
         b = _bindings()
         import torch
 
         self._torch = torch
-        method_name = getattr(options, "method", "forward")
+        method_name = options.method
         self.threads_in_effect = set_threads(int(options.threads))
         try:  # what executorch.runtime.Runtime.load_program does for a path
             program = b._load_program(

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.errors import ArtifactError, LookoutError, RuntimeUnavailable
+from app.hostroots import HostRoots
 from app.runtimes.base import Runtime, RuntimeConfig, TensorSpec
 
 ERRORS: dict[str, type[LookoutError]] = {
@@ -67,16 +68,16 @@ def spec_from_json(d: dict[str, Any]) -> TensorSpec:
     return TensorSpec(d["name"], tuple(d["shape"]), d["dtype"], d["layout"], d["scale"], d["zero_point"])
 
 
-class IsolatedRuntime(Runtime):
+class IsolatedRuntime(Runtime[RuntimeConfig]):
     """Wraps the runtime registered as `runtime_name`, running it in a child process."""
 
     name: ClassVar[str] = "isolated"
     config_model: ClassVar[type[RuntimeConfig]] = RuntimeConfig
     default_artifact: ClassVar[str] = ""
 
-    def __init__(self, runtime_name: str, **kwargs: Any) -> None:
+    def __init__(self, runtime_name: str, roots: HostRoots | None = None) -> None:
+        super().__init__(roots)
         self.runtime_name = runtime_name
-        self.kwargs = {k: str(v) for k, v in kwargs.items()}
         self._proc: subprocess.Popen | None = None
         self._map: mmap.mmap | None = None
         self._input: np.ndarray | None = None
@@ -100,7 +101,12 @@ class IsolatedRuntime(Runtime):
         opts = options.model_dump(mode="json")
         opts["isolate"] = False
         self._send_line(
-            {"runtime": self.runtime_name, "artifact": str(artifact), "options": opts, "kwargs": self.kwargs}
+            {
+                "runtime": self.runtime_name,
+                "artifact": str(artifact),
+                "options": opts,
+                "root": str(self.roots.base),
+            }
         )
         reply = self._recv_line()
         if not reply.get("ok"):

@@ -18,6 +18,7 @@ def main() -> int:
     inp = sys.stdin.buffer.raw.fileno() if hasattr(sys.stdin.buffer, "raw") else 0
 
     from app.errors import LookoutError
+    from app.hostroots import HostRoots
     from app.runtimes.base import get_runtime_class
     from app.runtimes.isolated import _read_line, spec_to_json, views
 
@@ -27,7 +28,7 @@ def main() -> int:
     setup = json.loads(_read_line(inp) or b"{}")
     try:
         cls = get_runtime_class(setup["runtime"])
-        rt = cls(**{k: Path(v) for k, v in setup.get("kwargs", {}).items()})
+        rt = cls(HostRoots(Path(setup.get("root", "/"))))
         spec = rt.load(Path(setup["artifact"]), cls.config_model.model_validate(setup["options"]))
         outs = rt.infer(np.zeros(spec.shape, dtype=np.dtype(spec.dtype)))
     except LookoutError as exc:

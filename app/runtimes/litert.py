@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field
 
 from app.errors import ArtifactError, RuntimeUnavailable
+from app.hostroots import HostRoots
 from app.runtimes.base import Runtime, RuntimeConfig, TensorSpec, _find_spec
 from app.runtimes.filecheck import check_tflite, first_line
 
@@ -69,20 +70,26 @@ def _spec(d: dict[str, Any]) -> TensorSpec:
     )
 
 
-class LiteRTConfig(RuntimeConfig):
-    type: Literal["tflite"] = "tflite"
+class LiteRTOptions(RuntimeConfig):
+    """Options of every LiteRT-based runtime (the CPU one and the Edge TPU one)."""
+
     xnnpack: bool = Field(default=True, description="apply LiteRT's default XNNPACK CPU delegate")
 
 
-class LiteRTRuntime(Runtime):
-    """LiteRT CPU interpreter (XNNPACK applied by the default op resolver)."""
+class LiteRTConfig(LiteRTOptions):
+    type: Literal["tflite"] = "tflite"
 
-    name: ClassVar[str] = "tflite"
-    config_model: ClassVar[type[RuntimeConfig]] = LiteRTConfig
-    default_artifact: ClassVar[str] = "tflite"
+
+OptionsT = TypeVar("OptionsT", bound=LiteRTOptions)
+
+
+class LiteRTBase(Runtime[OptionsT]):
+    """A LiteRT interpreter (XNNPACK applied by the default op resolver); subclasses add delegates."""
+
     requires: ClassVar[tuple[str, ...]] = LITERT_MODULES
 
-    def __init__(self) -> None:
+    def __init__(self, roots: HostRoots | None = None) -> None:
+        super().__init__(roots)
         self._it: Any = None
         self._in_index = 0
         self._outs: list[tuple[int, float | None, int]] = []
@@ -97,18 +104,18 @@ class LiteRTRuntime(Runtime):
                 return True, f"ok ({mod})"
         return False, "python module ai_edge_litert (or tflite_runtime, tensorflow) not installed"
 
-    def _delegates_for(self, lite: LiteRTModule, options: RuntimeConfig) -> list[Any]:
+    def _delegates_for(self, lite: LiteRTModule, options: OptionsT) -> list[Any]:
         """Delegates to attach (none on the CPU; the Edge TPU runtime adds libedgetpu)."""
         return []
 
-    def _op_resolver(self, lite: LiteRTModule, options: RuntimeConfig) -> dict[str, Any]:
-        if getattr(options, "xnnpack", True) or lite.package == "tensorflow":
+    def _op_resolver(self, lite: LiteRTModule, options: OptionsT) -> dict[str, Any]:
+        if options.xnnpack or lite.package == "tensorflow":
             return {}
         from ai_edge_litert.interpreter import OpResolverType
 
         return {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
-    def load(self, artifact: Path, options: RuntimeConfig) -> TensorSpec:
+    def load(self, artifact: Path, options: OptionsT) -> TensorSpec:
         artifact = Path(artifact)
         check_tflite(artifact)
         lite = import_litert()
@@ -155,3 +162,11 @@ class LiteRTRuntime(Runtime):
     def close(self) -> None:
         self._it = None
         self._delegates = []
+
+
+class LiteRTRuntime(LiteRTBase[LiteRTConfig]):
+    """LiteRT on the CPU."""
+
+    name: ClassVar[str] = "tflite"
+    config_model: ClassVar[type[RuntimeConfig]] = LiteRTConfig
+    default_artifact: ClassVar[str] = "tflite"

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from app.errors import ArtifactError, RuntimeUnavailable
+from app.hostroots import HostRoots
 from app.runtimes.base import Runtime, RuntimeConfig, TensorSpec
 from app.runtimes.filecheck import first_line, read_head
 
@@ -29,16 +30,17 @@ def _spec(node: Any) -> TensorSpec:
     return TensorSpec(node.name, shape, ORT_TYPES.get(node.type, node.type), layout)
 
 
-class OnnxRuntime(Runtime):
+class OnnxRuntime(Runtime[OnnxConfig]):
     name: ClassVar[str] = "onnxruntime"
     config_model: ClassVar[type[RuntimeConfig]] = OnnxConfig
     default_artifact: ClassVar[str] = "onnx"
     requires: ClassVar[tuple[str, ...]] = ("onnxruntime",)
 
-    def __init__(self) -> None:
+    def __init__(self, roots: HostRoots | None = None) -> None:
+        super().__init__(roots)
         self._sess: Any = None
 
-    def load(self, artifact: Path, options: RuntimeConfig) -> TensorSpec:
+    def load(self, artifact: Path, options: OnnxConfig) -> TensorSpec:
         artifact = Path(artifact)
         read_head(artifact, "ONNX")
         try:

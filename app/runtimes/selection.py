@@ -1,7 +1,9 @@
-"""Requested runtime + model manifest -> a loaded runtime, with the Edge TPU probe and CPU fallback.
+"""Requested runtime + model manifest -> a loaded runtime, or the substitute its plugin names.
 
-Every artifact's sha256 is verified against the manifest before its bytes reach a native library,
-and the loaded input shape is checked against the manifest's input size.
+The plugin decides whether it can run here and what to run instead (``Runtime.unusable_reason`` and
+``Runtime.substitute``); this module only asks, and `lookout doctor` asks through ``plan_runtime`` too,
+so both always agree. Every artifact's sha256 is verified against the manifest before its bytes reach
+a native library, and the loaded input shape is checked against the manifest's input size.
 """
 
 from __future__ import annotations
@@ -10,20 +12,32 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.errors import ArtifactError, RuntimeUnavailable
+from app.hostroots import HostRoots
 from app.runtimes.base import Runtime, RuntimeConfig, get_runtime_class
+
+if TYPE_CHECKING:
+    from app.zoo import Manifest
 
 log = logging.getLogger(__name__)
 
-CPU_FALLBACK_RUNTIME = "tflite"
-CPU_FALLBACK_ARTIFACT = "tflite"
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What will be loaded. fallback = {"from", "to", "reason"} when it is not the requested runtime."""
+
+    requested: str
+    runtime: str
+    options: RuntimeConfig
+    artifact: str
+    fallback: dict[str, str] | None = None
 
 
 @dataclass
 class OpenedRuntime:
-    """A loaded runtime and how it was chosen. fallback = {"from", "to", "reason"} or None."""
+    """A loaded runtime and how it was chosen."""
 
     runtime: Runtime
     name: str
@@ -32,29 +46,42 @@ class OpenedRuntime:
     artifact_path: Path
     fallback: dict[str, str] | None
     load_s: float
+    options: RuntimeConfig
 
 
-def _with_manifest_defaults(cfg: RuntimeConfig, manifest: Any) -> RuntimeConfig:
-    """Fill options a format cannot carry itself (the .ptl input shape) from the manifest."""
-    if "input_shape" in type(cfg).model_fields and getattr(cfg, "input_shape", None) is None:
-        return cfg.model_copy(update={"input_shape": (1, manifest.input.height, manifest.input.width, 3)})
-    return cfg
+def _substitute_plan(rt: Runtime, options: RuntimeConfig, manifest: Manifest, reason: str) -> Plan:
+    sub = rt.substitute(options, manifest, reason)
+    if sub is None:
+        raise RuntimeUnavailable(reason)
+    fallback = {"from": rt.name, "to": sub.runtime, "reason": reason}
+    return Plan(rt.name, sub.runtime, sub.options, sub.artifact, fallback)
 
 
-def _load(
-    cls: type[Runtime], cfg: RuntimeConfig, manifest: Any, key: str, **kwargs: Any
-) -> tuple[Runtime, Path]:
+def plan_runtime(
+    options: RuntimeConfig, manifest: Manifest, roots: HostRoots | None = None, *, probe: bool = True
+) -> Plan:
+    """Which runtime, options and artifact will run `manifest`, asking the requested runtime's plugin."""
+    cls = get_runtime_class(options.type)  # type: ignore[attr-defined]
+    rt = cls(roots)
+    reason = rt.unusable_reason(options, manifest, probe=probe)
+    if reason is None:
+        return Plan(cls.name, cls.name, options, options.artifact or cls.default_artifact)
+    return _substitute_plan(rt, options, manifest, reason)
+
+
+def _load(plan: Plan, manifest: Manifest, roots: HostRoots | None) -> tuple[Runtime, Path]:
+    cls = get_runtime_class(plan.runtime)
     ok, why = cls.availability()
     if not ok:
         raise RuntimeUnavailable(f"runtime {cls.name!r} is unavailable: {why}")
-    path = manifest.verify_artifact(key)
-    if cfg.isolate:
+    path = manifest.verify_artifact(plan.artifact)
+    if plan.options.isolate:
         from app.runtimes.isolated import IsolatedRuntime
 
-        rt: Runtime = IsolatedRuntime(cls.name, **kwargs)
+        rt: Runtime = IsolatedRuntime(cls.name, roots)
     else:
-        rt = cls(**kwargs)
-    spec = rt.load(path, _with_manifest_defaults(cfg, manifest))
+        rt = cls(roots)
+    spec = rt.load(path, cls(roots).with_manifest(plan.options, manifest))
     want = (manifest.input.height, manifest.input.width)
     if len(spec.shape) != 4 or spec.hw != want:
         rt.close()
@@ -65,46 +92,32 @@ def _load(
     return rt, path
 
 
-def open_runtime(
-    runtime_cfg: RuntimeConfig,
-    manifest: Any,
-    *,
-    sysfs_root: Path | None = None,
-    dev_root: Path | None = None,
-) -> OpenedRuntime:
-    """Load `manifest`'s artifact on the configured runtime. sysfs_root/dev_root: Edge TPU enumeration roots."""
-    requested = str(runtime_cfg.type)  # type: ignore[attr-defined]
-    cls = get_runtime_class(requested)
-    key = runtime_cfg.artifact or cls.default_artifact
+def open_runtime(options: RuntimeConfig, manifest: Manifest, roots: HostRoots | None = None) -> OpenedRuntime:
+    """Load `manifest`'s artifact on the configured runtime, or on the substitute its plugin names."""
     t0 = time.perf_counter()
-    if requested != "edgetpu":
-        rt, path = _load(cls, runtime_cfg, manifest, key)
-        return OpenedRuntime(rt, requested, requested, key, path, None, time.perf_counter() - t0)
-
-    from app.runtimes.edgetpu import DEV_ROOT, USB_SYSFS
-
-    roots = {"sysfs_root": sysfs_root or USB_SYSFS, "dev_root": dev_root or DEV_ROOT}
-    reason = None
+    plan = plan_runtime(options, manifest, roots)
     try:
-        if key in manifest.artifacts:
-            rt, path = _load(cls, runtime_cfg, manifest, key, **roots)
-            return OpenedRuntime(rt, requested, requested, key, path, None, time.perf_counter() - t0)
-        probe_rt = cls(**roots)
-        reason = probe_rt.check(runtime_cfg)  # type: ignore[attr-defined]
-        missing = (
-            f"model {manifest.name!r} has no compiled Edge TPU artifact {key!r} "
-            "(compile the tflite-int8 artifact with edgetpu_compiler, then `lookout models import`)"
-        )
-        reason = f"{reason}; {missing}" if reason else missing
+        rt, path = _load(plan, manifest, roots)
     except RuntimeUnavailable as exc:
-        reason = str(exc)
-    if runtime_cfg.fallback != "cpu":  # type: ignore[attr-defined]
-        raise RuntimeUnavailable(f"Edge TPU unavailable (fallback = 'fail'): {reason}")
-    log.warning("Edge TPU unavailable, falling back to %s: %s", CPU_FALLBACK_RUNTIME, reason)
-    cpu_cls = get_runtime_class(CPU_FALLBACK_RUNTIME)
-    cpu_cfg = cpu_cls.config_model(threads=runtime_cfg.threads)
-    rt, path = _load(cpu_cls, cpu_cfg, manifest, CPU_FALLBACK_ARTIFACT)
-    fallback = {"from": requested, "to": CPU_FALLBACK_RUNTIME, "reason": reason}
+        if plan.fallback is not None:
+            raise
+        # the plugin said yes, but loading failed (a delegate that refuses at load): ask it again
+        plan = _substitute_plan(get_runtime_class(plan.runtime)(roots), options, manifest, str(exc))
+        rt, path = _load(plan, manifest, roots)
+    if plan.fallback:
+        log.warning(
+            "%s cannot run here, running %s instead: %s",
+            plan.requested,
+            plan.runtime,
+            plan.fallback["reason"],
+        )
     return OpenedRuntime(
-        rt, CPU_FALLBACK_RUNTIME, requested, CPU_FALLBACK_ARTIFACT, path, fallback, time.perf_counter() - t0
+        rt,
+        plan.runtime,
+        plan.requested,
+        plan.artifact,
+        path,
+        plan.fallback,
+        time.perf_counter() - t0,
+        plan.options,
     )

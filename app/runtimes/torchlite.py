@@ -1,6 +1,6 @@
 """PyTorch Mobile's lite interpreter (``.ptl``): deprecated upstream, still what many mobile apps ship.
 
-A ``.ptl`` file does not record its input shape, so the config carries ``input_shape`` (select.py
+A ``.ptl`` file does not record its input shape, so the config carries ``input_shape`` (``with_manifest``
 fills it from the model manifest: NHWC ``[1, height, width, 3]``, the layout the builder keeps) and
 ``load`` runs one inference on zeros to check the model accepts it.
 """
@@ -8,14 +8,18 @@ fills it from the model manifest: NHWC ``[1, height, width, 3]``, the layout the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from app.errors import ArtifactError, RuntimeUnavailable
+from app.hostroots import HostRoots
 from app.runtimes.base import Runtime, RuntimeConfig, TensorSpec
 from app.runtimes.filecheck import check_zip, first_line
+
+if TYPE_CHECKING:
+    from app.zoo import Manifest
 
 
 class TorchScriptLiteConfig(RuntimeConfig):
@@ -29,7 +33,7 @@ class TorchScriptLiteConfig(RuntimeConfig):
     )
 
 
-class TorchScriptLiteRuntime(Runtime):
+class TorchScriptLiteRuntime(Runtime[TorchScriptLiteConfig]):
     """torch.jit.mobile lite interpreter on the CPU."""
 
     name: ClassVar[str] = "torchscript-lite"
@@ -37,14 +41,21 @@ class TorchScriptLiteRuntime(Runtime):
     default_artifact: ClassVar[str] = "ptl"
     requires: ClassVar[tuple[str, ...]] = ("torch",)
 
-    def __init__(self) -> None:
+    def __init__(self, roots: HostRoots | None = None) -> None:
+        super().__init__(roots)
         self._module: Any = None
         self._torch: Any = None
 
-    def load(self, artifact: Path, options: RuntimeConfig) -> TensorSpec:
+    def with_manifest(self, options: TorchScriptLiteConfig, manifest: Manifest) -> TorchScriptLiteConfig:
+        """The .ptl file does not record its input shape: NHWC [1, height, width, 3] from the manifest."""
+        if options.input_shape is not None:
+            return options
+        return options.model_copy(update={"input_shape": (1, manifest.input.height, manifest.input.width, 3)})
+
+    def load(self, artifact: Path, options: TorchScriptLiteConfig) -> TensorSpec:
         artifact = Path(artifact)
         check_zip(artifact, "PyTorch lite-interpreter .ptl")
-        shape = getattr(options, "input_shape", None)
+        shape = options.input_shape
         if not shape:
             raise ArtifactError(
                 f"{artifact}: the .ptl format does not record its input shape; set runtime.input_shape"

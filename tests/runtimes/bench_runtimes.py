@@ -31,7 +31,7 @@ def child(runtime: str, key: str, models_dir: str, iters: int, threads: int) -> 
     from skimage import data
 
     from app.runtimes.base import get_runtime_class
-    from app.runtimes.select import open_runtime
+    from app.runtimes.selection import open_runtime
     from app.vision.preprocess import Preprocessor
     from app.zoo import load_manifest
 

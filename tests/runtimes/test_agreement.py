@@ -7,7 +7,7 @@ import pytest
 
 from app.runtimes.executorch import ExecuTorchConfig
 from app.runtimes.litert import LiteRTConfig
-from app.runtimes.select import open_runtime
+from app.runtimes.selection import open_runtime
 from app.runtimes.torchlite import TorchScriptLiteConfig
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from app.errors import ArtifactError
 from app.runtimes.litert import LiteRTConfig, LiteRTRuntime
-from app.runtimes.select import open_runtime
+from app.runtimes.selection import open_runtime
 from app.zoo import load_manifest, sha256_file
 
 

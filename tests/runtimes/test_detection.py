@@ -7,7 +7,7 @@ import pytest
 
 from app.detection import iou
 from app.runtimes.base import get_runtime_class
-from app.runtimes.select import open_runtime
+from app.runtimes.selection import open_runtime
 
 # (runtime, artifact key, minimum score on the astronaut face)
 CASES = [

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.errors import RuntimeUnavailable
+from app.hostroots import HostRoots
 from app.runtimes.edgetpu import (
     EdgeTPUConfig,
     EdgeTPURuntime,
@@ -17,7 +18,7 @@ from app.runtimes.edgetpu import (
     parse_device,
     probe_delegate,
 )
-from app.runtimes.select import open_runtime
+from app.runtimes.selection import open_runtime
 
 NULL_DELEGATE = """
 #include <stddef.h>
@@ -139,7 +140,7 @@ def test_fallback_on_this_machine(short_manifest, astronaut_bgr, astronaut_face,
     """No libedgetpu, no TPU: edgetpu runs the model's CPU artifact on tflite and says why."""
     from app.detection import iou
 
-    opened = open_runtime(EdgeTPUConfig(threads=2), short_manifest, sysfs_root=tmp_path, dev_root=tmp_path)
+    opened = open_runtime(EdgeTPUConfig(threads=2), short_manifest, HostRoots(tmp_path))
     try:
         assert (opened.name, opened.requested, opened.artifact_key) == ("tflite", "edgetpu", "tflite")
         fb = opened.fallback
@@ -153,11 +154,10 @@ def test_fallback_on_this_machine(short_manifest, astronaut_bgr, astronaut_face,
 
 
 def test_fallback_when_delegate_fails_with_device_present(short_manifest, tpu_tree, tmp_path):
-    sysfs, dev = tpu_tree
     bogus = tmp_path / "libedgetpu-bogus.so.1"
     bogus.write_bytes(b"definitely not an ELF file" * 64)
     cfg = EdgeTPUConfig(device="usb:1", delegate_path=str(bogus))
-    opened = open_runtime(cfg, short_manifest, sysfs_root=sysfs, dev_root=dev)
+    opened = open_runtime(cfg, short_manifest, HostRoots(tmp_path))
     try:
         assert opened.name == "tflite" and opened.fallback is not None
         reason = opened.fallback["reason"]
@@ -170,12 +170,12 @@ def test_fallback_when_delegate_fails_with_device_present(short_manifest, tpu_tr
 def test_fallback_fail_raises(short_manifest, tmp_path):
     cfg = EdgeTPUConfig(fallback="fail", delegate_path=str(tmp_path / "libedgetpu.so.1"))
     with pytest.raises(RuntimeUnavailable, match=r"fallback = 'fail'.*libedgetpu\.so\.1 not found"):
-        open_runtime(cfg, short_manifest, sysfs_root=tmp_path, dev_root=tmp_path)
+        open_runtime(cfg, short_manifest, HostRoots(tmp_path))
 
 
 def test_runtime_load_refuses_without_tpu(short_manifest, tmp_path):
     """Used directly (not via select), the Edge TPU runtime probes first and raises, never crashes."""
-    rt = EdgeTPURuntime(sysfs_root=tmp_path, dev_root=tmp_path)
+    rt = EdgeTPURuntime(HostRoots(tmp_path))
     cfg = EdgeTPUConfig(delegate_path=str(tmp_path / "libedgetpu.so.1"))
     with pytest.raises(RuntimeUnavailable, match="no Edge TPU device 'any' present"):
         rt.load(short_manifest.artifact_path("tflite"), cfg)

@@ -13,7 +13,7 @@ import pytest
 
 from app.errors import ArtifactError, LookoutError
 from app.runtimes.base import get_runtime_class
-from app.runtimes.select import open_runtime
+from app.runtimes.selection import open_runtime
 
 
 def cfg(runtime: str, **kw):
@@ -70,7 +70,7 @@ def test_isolated_worker_never_loads_torch_into_parent(models_dir: Path):
         "from pathlib import Path\n"
         "import numpy as np\n"
         "from app.runtimes.base import get_runtime_class\n"
-        "from app.runtimes.select import open_runtime\n"
+        "from app.runtimes.selection import open_runtime\n"
         "from app.zoo import load_manifest\n"
         f"m = load_manifest('blazeface-short', Path({str(models_dir)!r}))\n"
         "cfg = get_runtime_class('torchscript-lite').config_model(isolate=True)\n"

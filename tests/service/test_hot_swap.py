@@ -118,3 +118,40 @@ def test_hot_swap_under_load_and_corrupt_model_rejected(
     assert max(gaps) <= 2.0 / FPS + 0.01, (
         f"max gap {max(gaps):.3f} s at index {gaps.index(max(gaps))}, switch at {switch}"
     )
+
+
+@pytest.mark.slow
+def test_swap_back_to_edgetpu_keeps_its_configured_options(broker, models_dir, clean_env, tmp_path: Path):
+    """A swap follows the one switching rule: the config file's Edge TPU device and delegate survive a
+    swap away from the Edge TPU and back (before, a swap kept only `threads`)."""
+    delegate = tmp_path / "libedgetpu-test.so.1"  # absent: the TPU falls back to the CPU, naming both
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'device_id = "tpu-dev"\nmodels_dir = "{models_dir}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[runtime]\ntype = "edgetpu"\ndevice = "usb:1"\ndelegate_path = "{delegate}"\nthreads = 2\n'
+        f'[source]\ntype = "synthetic"\n[pipeline]\nfps = {FPS}\n'
+        f'[mqtt]\nurl = "{broker.url}"\npublish_empty = true\nhomeassistant = false\n'
+    )
+    watcher = Watcher(broker, "tpu-dev")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "run", "--config", str(cfg)],
+        env=clean_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        watcher.wait(lambda: watcher.detections[:1], 60, proc)
+        watcher.command("swap", {"model": "blazeface-short", "runtime": "tflite"})
+        away = watcher.wait(lambda: watcher.replies[:1], 60, proc)[0]
+        assert away["ok"] is True and away["fallback"] is None, away
+        watcher.command("swap", {"model": "blazeface-short", "runtime": "edgetpu"})
+        back = watcher.wait(lambda: watcher.replies[1:2], 60, proc)[0]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+        watcher.close()
+    assert proc.returncode == 0, err[-2000:]
+    assert back["ok"] is True and back["to"]["runtime"] == "tflite", back
+    reason = back["fallback"]["reason"]
+    assert "'usb:1'" in reason and str(delegate) in reason, reason
