@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from app.errors import ConfigError
 
@@ -14,30 +16,12 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from app.fleet.view import SORT_KEYS
-
     p = subparsers.add_parser(
         "fleet",
         help="monitor a fleet of Lookout devices over MQTT",
         description="Subscribe to lookout/+/{status,metrics,detections,bench} and show the fleet live.",
     )
-    p.add_argument("--broker", default=DEFAULT_BROKER, help="mqtt://[user:pass@]host[:port] or mqtts://...")
-    p.add_argument("--ca-file", help="CA certificate for mqtts://")
-    p.add_argument("--prefix", default="lookout", help="topic prefix (default: lookout)")
-    p.add_argument("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections")
-    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)")
-    p.add_argument("--sort", default="id", choices=sorted(SORT_KEYS), help="sort key of the live view")
-    p.add_argument("--p90-alert-ms", type=float, default=100.0, help="highlight inference p90 above this")
-    p.add_argument(
-        "--stale-s", type=float, default=60.0, help="alert when an online device is silent this long"
-    )
-    p.add_argument("--db", help="SQLite history file (live view default: <state dir>/fleet.sqlite)")
-    p.add_argument("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)")
-    p.add_argument(
-        "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
-    )
-    p.add_argument("--validate-every", type=int, default=10,
-                   help="full JSON Schema check of every Nth metrics/detections message (1 = all)")  # fmt: skip
+    _monitor_options(p)
     p.add_argument("--once", action="store_true", help="collect for --wait seconds, print once, exit")
     p.add_argument(
         "--headless",
@@ -57,13 +41,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run, fleet_verb=None)
 
-    sub = p.add_subparsers(dest="fleet_verb", metavar="report")
+    sub = p.add_subparsers(dest="fleet_verb", metavar="report|serve")
     r = sub.add_parser("report", help="write index.html with per-device charts from the history")
     r.add_argument("--since", default="24h", help="window to chart, e.g. 1h, 24h, 7d")
     r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--db", dest="report_db", help="SQLite history file (default: <state dir>/fleet.sqlite)")
+    r.add_argument(
+        "--db",
+        dest="report_db",
+        help="history: SQLite file or postgresql://... (default: <state dir>/fleet.sqlite)",
+    )
     r.add_argument("--p90-alert-ms", dest="report_p90_alert_ms", type=float, default=None)
     r.add_argument("--max-charts", type=int, default=100, help="chart at most N devices (alerted first)")
+
+    sv = sub.add_parser(
+        "serve",
+        help="monitor + web pages, JSON API and Prometheus /metrics in one process",
+        description="Run the monitor and an HTTP server: / (live fleet table), /devices/<id>, /runtimes, "
+        "/api/..., /metrics. Monitor options go after `serve`.",
+    )
+    _monitor_options(sv)
+    sv.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="listen address")
+    sv.add_argument(
+        "--auth-token-file",
+        metavar="FILE",
+        help="bearer token required for everything but /static (needed to bind beyond loopback)",
+    )
+    sv.add_argument("--refresh", type=float, default=1.0, metavar="S", help="live page update interval")
+    sv.add_argument(
+        "--log-interval", type=float, default=60.0, metavar="S", help="seconds between summary lines"
+    )
+
+
+def _monitor_options(p: argparse.ArgumentParser) -> None:
+    """The monitor's options, shared by the live view (`fleet`) and `fleet serve`."""
+    from app.fleet.view import SORT_KEYS
+
+    p.add_argument("--broker", default=DEFAULT_BROKER, help="mqtt://[user:pass@]host[:port] or mqtts://...")
+    p.add_argument("--ca-file", help="CA certificate for mqtts://")
+    p.add_argument("--prefix", default="lookout", help="topic prefix (default: lookout)")
+    p.add_argument("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections")
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)")
+    p.add_argument("--sort", default="id", choices=sorted(SORT_KEYS), help="sort key of the live view")
+    p.add_argument("--p90-alert-ms", type=float, default=100.0, help="highlight inference p90 above this")
+    p.add_argument(
+        "--stale-s", type=float, default=60.0, help="alert when an online device is silent this long"
+    )
+    p.add_argument(
+        "--db",
+        help="history: a SQLite file or postgresql://user@host/db (default: <state dir>/fleet.sqlite)",
+    )
+    p.add_argument("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)")
+    p.add_argument(
+        "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
+    )
+    p.add_argument("--validate-every", type=int, default=10,
+                   help="full JSON Schema check of every Nth metrics/detections message (1 = all)")  # fmt: skip
+    p.add_argument(
+        "--monitor-id",
+        default=socket.gethostname(),
+        help="name written with each history row (default: host name; set it when one host runs several)",
+    )
 
 
 def _default_db() -> Path:
@@ -72,23 +109,18 @@ def _default_db() -> Path:
     return default_state_dir() / "fleet.sqlite"
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.fleet_verb == "report":
-        return _report(args)
+def _build(args: argparse.Namespace, db: str | Path | None) -> tuple[Any, Any]:
+    """(monitor, store or None) from the monitor options; not connected yet."""
     from app.fleet.monitor import Monitor
     from app.fleet.registry import Registry
     from app.fleet.store import Store, parse_duration
 
-    if args.wait < 0:
-        raise ConfigError(f"--wait {args.wait}: must be >= 0")
     if args.history_interval <= 0:
         raise ConfigError(f"--history-interval {args.history_interval}: must be > 0")
     retention = parse_duration(args.retention)
-    db = args.db or (None if args.once else _default_db())
-    store = Store(db, retention) if db else None
-    registry = Registry(p90_alert_ms=args.p90_alert_ms, stale_s=args.stale_s)
+    store = Store(db, retention, monitor=args.monitor_id) if db else None
     monitor = Monitor(
-        registry,
+        Registry(p90_alert_ms=args.p90_alert_ms, stale_s=args.stale_s),
         prefix=args.prefix,
         share_group=args.share,
         validate_every=args.validate_every,
@@ -96,16 +128,27 @@ def run(args: argparse.Namespace) -> int:
         history_interval_s=args.history_interval,
         qos=args.qos,
     )
-    monitor.start(args.broker, ca_file=args.ca_file)
+    return monitor, store
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fleet_verb == "report":
+        return _report(args)
+    if args.fleet_verb == "serve":
+        return _serve(args)
+    if args.wait < 0:
+        raise ConfigError(f"--wait {args.wait}: must be >= 0")
+    monitor, store = _build(args, args.db or (None if args.once else _default_db()))
     try:
+        monitor.start(args.broker, ca_file=args.ca_file)
         if args.once:
             _wait(monitor, args.wait, args.idle_exit)
             return _print_once(args, monitor)
         if args.headless or not sys.stdout.isatty():
-            return _headless(monitor, args.log_interval)
+            return _until_signal(monitor, args.log_interval)
         from app.fleet.view import live
 
-        live(registry.snapshot, monitor.stats.as_dict, args.sort, args.p90_alert_ms)
+        live(monitor.registry.snapshot, monitor.stats.as_dict, args.sort, args.p90_alert_ms)
         return 0
     finally:
         monitor.stop()
@@ -113,7 +156,41 @@ def run(args: argparse.Namespace) -> int:
             store.close()
 
 
-def _headless(monitor: object, interval_s: float) -> int:
+def _serve(args: argparse.Namespace) -> int:
+    """Monitor + HTTP server in one process, until SIGTERM/SIGINT."""
+    from app.fleet.web import FleetApp, FleetServer, check_bind, parse_bind, read_token
+
+    host, port = parse_bind(args.http)
+    token = read_token(args.auth_token_file)
+    check_bind(host, port, token)  # refuse before touching the broker or the database
+    if args.refresh <= 0:
+        raise ConfigError(f"--refresh {args.refresh}: must be > 0")
+    monitor, store = _build(args, args.db or _default_db())
+    server = None
+    try:
+        app = FleetApp(
+            monitor.registry,
+            monitor.stats.as_dict,
+            store,
+            p90_alert_ms=args.p90_alert_ms,
+            token=token,
+            refresh_s=args.refresh,
+        )
+        server = FleetServer(app, host, port)
+        monitor.start(args.broker, ca_file=args.ca_file)
+        server.start()
+        where = store.location if store is not None else "no history"
+        print(f"fleet: serving {server.url} (history: {where})", flush=True)
+        return _until_signal(monitor, args.log_interval)
+    finally:
+        if server is not None:
+            server.close()
+        monitor.stop()
+        if store is not None:
+            store.close()
+
+
+def _until_signal(monitor: Any, interval_s: float) -> int:
     """No terminal (a systemd service): keep ingesting and storing history; one summary line per interval."""
     import signal
     import threading
@@ -122,8 +199,8 @@ def _headless(monitor: object, interval_s: float) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(interval_s):
-        rows = monitor.registry.snapshot()  # type: ignore[attr-defined]
-        stats = monitor.stats.as_dict()  # type: ignore[attr-defined]
+        rows = monitor.registry.snapshot()
+        stats = monitor.stats.as_dict()
         alerted = [f"{r['device_id']}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
         print(
             f"fleet: {sum(r['online'] for r in rows)}/{len(rows)} online, "
@@ -170,11 +247,11 @@ def _print_once(args: argparse.Namespace, monitor: object) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from app.fleet.report import write_report
-    from app.fleet.store import Store, parse_duration
+    from app.fleet.store import Store, is_postgres, parse_duration
 
     since_s = parse_duration(args.since)
-    db = Path(args.report_db or args.db or _default_db())
-    if not db.exists():
+    db = str(args.report_db or args.db or _default_db())
+    if not is_postgres(db) and not Path(db).exists():
         raise ConfigError(f"fleet database {db} does not exist (run `lookout fleet` with --db first)")
     store = Store(db)
     try:

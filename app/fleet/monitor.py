@@ -63,6 +63,8 @@ class MonitorStats:
     received: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     malformed: dict[str, int] = field(default_factory=dict)
     validated: int = 0
+    history_rows: int = 0
+    history_errors: int = 0
     lag: LagHistogram = field(default_factory=LagHistogram)
     connected: bool = False
     last_rx: float = 0.0
@@ -75,6 +77,8 @@ class MonitorStats:
             "malformed": dict(self.malformed),
             "malformed_total": sum(self.malformed.values()),
             "schema_validated": self.validated,
+            "history_rows": self.history_rows,
+            "history_errors": self.history_errors,
             "lag_ms": self.lag.summary(),
             "connected": self.connected,
             "last_rx": self.last_rx,
@@ -208,8 +212,13 @@ class Monitor:
     def _save_bench(self, dev: str, raw: bytes, now: float) -> None:
         text = raw.decode("utf-8")
         if self.store is not None and self._last_bench.get(dev) != text:
+            try:
+                self.store.add_bench(dev, now, text)
+            except Exception as exc:  # database down: count it, keep ingesting, retry on the next copy
+                self.stats.history_errors += 1
+                log.error("fleet history: bench of %s not written: %s", dev, " ".join(str(exc).split())[:300])
+                return
             self._last_bench[dev] = text
-            self.store.add_bench(dev, now, text)
 
     # ---- MQTT --------------------------------------------------------------------------------------
     def filters(self) -> list[str]:
@@ -269,12 +278,22 @@ class Monitor:
             self.flush_history()
 
     def flush_history(self) -> int:
-        """Write one row per device changed since the last flush; returns rows written."""
+        """Write one row per device changed since the last flush; returns rows written.
+
+        A failed write (database down, disk full) is counted and logged; the monitor keeps going and
+        the devices' next change is written at the next flush."""
         if self.store is None:
             return 0
         rows = self.registry.take_dirty(time.time())
-        if rows:
+        if not rows:
+            return 0
+        try:
             self.store.add_samples(rows, time.time())
+        except Exception as exc:
+            self.stats.history_errors += 1
+            log.error("fleet history: %d rows not written: %s", len(rows), " ".join(str(exc).split())[:300])
+            return 0
+        self.stats.history_rows += len(rows)
         return len(rows)
 
     def stop(self) -> None:

@@ -14,15 +14,17 @@ ONLINE_STATES = ("online", "degraded")
 SPOOL_GROWTH_SAMPLES = 3  # spool depth rising over this many consecutive metrics -> "spool growing"
 
 
-def infer_p90(latency_ms: Any) -> float | None:
-    """p90 of the inference stage from a metrics `latency_ms` {stage: {p50, p90, p99}} mapping."""
+def infer_percentiles(latency_ms: Any) -> tuple[float | None, float | None, float | None]:
+    """(p50, p90, p99) of the inference stage from a metrics `latency_ms` {stage: {p50, p90, p99}}."""
     if not isinstance(latency_ms, dict):
-        return None
+        return None, None, None
     for stage in INFER_STAGES:
         s = latency_ms.get(stage)
         if isinstance(s, dict) and isinstance(s.get("p90"), int | float):
-            return float(s["p90"])
-    return None
+            return tuple(  # type: ignore[return-value]
+                float(v) if isinstance(v := s.get(q), int | float) else None for q in ("p50", "p90", "p99")
+            )
+    return None, None, None
 
 
 # Raspberry Pi `vcgencmd get_throttled` bits: 0 under-voltage now, 1 frequency capped, 2 throttled,
@@ -59,7 +61,9 @@ class DeviceState:
     fallback: Any = None
     model: str | None = None
     fps: float | None = None
+    infer_p50_ms: float | None = None
     infer_p90_ms: float | None = None
+    infer_p99_ms: float | None = None
     power_w: float | None = None
     power_source: str | None = None
     energy_mj_per_inference: float | None = None
@@ -126,7 +130,7 @@ class Registry:
             d = self._get(device_id)
             g = p.get
             d.fps = g("fps")
-            d.infer_p90_ms = infer_p90(g("latency_ms"))
+            d.infer_p50_ms, d.infer_p90_ms, d.infer_p99_ms = infer_percentiles(g("latency_ms"))
             d.power_w = g("power_w")
             d.power_source = g("power_source")
             d.energy_mj_per_inference = g("energy_mj_per_inference")
@@ -213,7 +217,9 @@ class Registry:
             "fallback": d.fallback,
             "model": d.model,
             "fps": d.fps,
+            "infer_p50_ms": d.infer_p50_ms,
             "infer_p90_ms": d.infer_p90_ms,
+            "infer_p99_ms": d.infer_p99_ms,
             "power_w": d.power_w,
             "power_source": d.power_source,
             "energy_mj_per_inference": d.energy_mj_per_inference,
@@ -250,6 +256,18 @@ class Registry:
         now = time.time() if now is None else now
         with self.lock:
             return [self.row(d, now) for d in sorted(self.devices.values(), key=lambda d: d.device_id)]
+
+    def device(self, device_id: str, now: float | None = None) -> dict[str, Any] | None:
+        """One device's row, or None when the registry has never heard of it."""
+        now = time.time() if now is None else now
+        with self.lock:
+            d = self.devices.get(device_id)
+            return None if d is None else self.row(d, now)
+
+    def benches(self) -> dict[str, dict]:
+        """The latest bench document of each device that published one."""
+        with self.lock:
+            return {k: d.bench for k, d in sorted(self.devices.items()) if isinstance(d.bench, dict)}
 
     def take_dirty(self, now: float) -> list[dict[str, Any]]:
         """Rows of devices changed since the last call (for bounded-rate history), clearing the flag."""

@@ -1,0 +1,115 @@
+"""The fleet table as data: columns, cell texts and their tones, alert counts, the summary line.
+
+One owner for what the fleet table shows, used by the terminal view (rich styles per tone) and the web
+page (CSS classes per tone), so both show the same columns with the same formatting and highlights.
+Cell texts are plain strings; each renderer makes them inert for its medium (rich Text, HTML escaping).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, NamedTuple
+
+# Tones: "" plain, "good", "bad", "warn", "accent" (a fallback runtime), "muted".
+ALERT_ORDER = (
+    "offline",
+    "stopped",
+    "stale",
+    "p90",
+    "throttled",
+    "under-voltage",
+    "fallback",
+    "spool-growing",
+)
+
+
+class Column(NamedTuple):
+    header: str
+    key: str  # the row field it shows (and the web page's sort key via view.SORT_KEYS)
+    numeric: bool
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("device", "device_id", False),
+    Column("state", "state", False),
+    Column("runtime", "runtime", False),
+    Column("model", "model", False),
+    Column("fps", "fps", True),
+    Column("p90 ms", "infer_p90_ms", True),
+    Column("power W", "power_w", True),
+    Column("mJ/inf", "energy_mj_per_inference", True),
+    Column("temp °C", "temp_c", True),
+    Column("spool", "spool_depth", True),
+    Column("det/min", "detections_per_min", True),
+    Column("gaps", "seq_gaps", True),
+    Column("seen", "age_s", True),
+    Column("alerts", "alerts", False),
+)
+
+
+class Cell(NamedTuple):
+    text: str
+    tone: str = ""
+
+
+def num(v: Any, fmt: str = ".1f") -> str:
+    """A number formatted, or an em dash for null/unmeasured (never 0)."""
+    return format(v, fmt) if isinstance(v, int | float) and not isinstance(v, bool) else "—"
+
+
+def is_simulated(source: Any) -> bool:
+    return str(source or "").startswith("simulated")
+
+
+def row_tone(row: dict[str, Any]) -> str:
+    """The whole row: bad when offline/stale/stopped, warn with any other alert."""
+    alerts = row.get("alerts") or []
+    if not row.get("online") or "stale" in alerts:
+        return "bad"
+    return "warn" if alerts else ""
+
+
+def cells(row: dict[str, Any]) -> list[Cell]:
+    """The table cells of one registry row, in COLUMNS order."""
+    alerts = row.get("alerts") or []
+    runtime = str(row.get("runtime") or "—")
+    if row.get("fallback"):
+        runtime += " (fallback)"
+    power = num(row.get("power_w"), ".2f")
+    if is_simulated(row.get("power_source")) and power != "—":
+        power += " sim"
+    hot = row.get("throttled") or row.get("under_voltage")
+    return [
+        Cell(str(row.get("device_id"))),
+        Cell(str(row.get("state") or "unknown"), "good" if row.get("online") else "bad"),
+        Cell(runtime, "accent" if row.get("fallback") else ""),
+        Cell(str(row.get("model") or "—")),
+        Cell(num(row.get("fps"))),
+        Cell(num(row.get("infer_p90_ms")), "bad" if "p90" in alerts else ""),
+        Cell(power, "muted" if power.endswith("sim") else ""),
+        Cell(num(row.get("energy_mj_per_inference"), ".2f")),
+        Cell(num(row.get("temp_c")), "bad" if hot else ""),
+        Cell(num(row.get("spool_depth"), "d"), "bad" if row.get("spool_growing") else ""),
+        Cell(num(row.get("detections_per_min"), "d")),
+        Cell(num(row.get("seq_gaps"), "d")),
+        Cell(f"{num(row.get('age_s'), '.0f')} s"),
+        Cell(", ".join(alerts), "bad" if alerts else ""),
+    ]
+
+
+def alert_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many devices carry each alert, in a fixed order (alerts with no device left out)."""
+    c = Counter(a for r in rows for a in (r.get("alerts") or []))
+    known = {a: c[a] for a in ALERT_ORDER if c[a]}
+    return known | {a: n for a, n in sorted(c.items()) if a not in known}
+
+
+def summary(rows: list[dict[str, Any]], stats: dict[str, Any], p90_alert_ms: float) -> str:
+    """The one-line caption: devices online, messages, malformed, lag, alert threshold, connection."""
+    online = sum(1 for r in rows if r.get("online"))
+    lag = stats.get("lag_ms", {})
+    return (
+        f"{online}/{len(rows)} online · msgs {sum(stats.get('received', {}).values())}"
+        f" · malformed {stats.get('malformed_total', 0)} · lag p99 {num(lag.get('p99_ms'), '.0f')} ms"
+        f" · p90 alert > {p90_alert_ms:g} ms · {'connected' if stats.get('connected') else 'DISCONNECTED'}"
+    )
