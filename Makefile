@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 # torch is pinned: any other version pulls gigabytes of CUDA wheels.
 PIP    := $(BIN)/pip install --quiet --constraint constraints.txt
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests need: a real MQTT broker, systemd-analyze, image tools for flash.sh tests.
-APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck
+# Debian packages the tests need: a real MQTT broker, systemd-analyze, image tools for flash.sh tests,
+# a real browser and a real PostgreSQL for the fleet web pages and the shared fleet history.
+APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck chromium fonts-dejavu-core postgresql
 
 .PHONY: demo test venv system-deps models lint pytest bench clean
 

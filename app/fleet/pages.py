@@ -32,6 +32,7 @@ def _layout(title: str, body: str, nav: str = "") -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{e(title)} · Lookout fleet</title><link rel='stylesheet' href='/static/fleet.css'>"
+        "<link rel='icon' href='/static/icon.svg' type='image/svg+xml'>"
         "<script src='/static/fleet.js' defer></script></head><body>"
         f"<header><span class='brand'>Lookout fleet</span><nav>{menu}</nav>"
         "<span id='conn' class='conn' title='live updates'></span></header>"
@@ -97,7 +98,7 @@ def fleet_page(view: dict[str, Any], sort: str) -> str:
         f"<table id='fleet' class='fleet' data-sort='{e(sort)}'><thead><tr>{''.join(head)}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>{empty}"
         "<p class='muted small'>Live: updates every second over server-sent events. Power marked "
-        "<i>sim</i> is simulated, not measured; — is not measured (null). JSON: "
+        "<em>sim</em> is simulated, not measured; — is not measured (null). JSON: "
         "<a href='/api/devices'>/api/devices</a> · Prometheus: <a href='/metrics'>/metrics</a></p>",
         nav="/",
     )

@@ -40,7 +40,11 @@ log = logging.getLogger(__name__)
 
 MAX_STREAMS = 32
 MAX_HISTORY_ROWS = 5000  # per API response; longer windows are downsampled (the response says so)
-STATIC = {"fleet.css": "text/css; charset=utf-8", "fleet.js": "text/javascript; charset=utf-8"}
+STATIC = {
+    "fleet.css": "text/css; charset=utf-8",
+    "fleet.js": "text/javascript; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+}
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -256,6 +260,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/static/"):
                 return self._static(path[len("/static/") :])
+            if path == "/favicon.ico":
+                return self._static("icon.svg")
             if path == "/healthz":
                 return self._json(200, {"ok": True})
             if not self.app.authorized(self.headers):
