@@ -7,6 +7,7 @@ exceptions, CSP violations and JS dialogs are collected in `problems` so a test 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import signal
@@ -43,10 +44,18 @@ class Browser:
 
         exe = chromium_path()
         if exe is None:
-            raise RuntimeError("chromium is not installed: `make test` installs it (apt-get install chromium)")
+            raise RuntimeError(
+                "chromium is not installed: `make test` installs it (apt-get install chromium)"
+            )
         self.profile = Path(tempfile.mkdtemp(prefix="lookout-chromium-"))
         self.proc = subprocess.Popen(
-            [exe, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
+            [
+                exe,
+                *FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -79,7 +88,9 @@ class Browser:
         method, p = msg.get("method"), msg.get("params", {})
         self.events.append(msg)
         if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            self.problems.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
+            self.problems.append(
+                "console: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"])
+            )
         elif method == "Runtime.exceptionThrown":
             self.problems.append("exception: " + json.dumps(p.get("exceptionDetails", {}))[:500])
         elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
@@ -146,17 +157,17 @@ class Browser:
         """A full-page PNG."""
         size = self.js("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
         clip = {"x": 0, "y": 0, "width": size[0], "height": min(size[1], 4000), "scale": 1}
-        r = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+        r = self.send(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
         path.write_bytes(base64.b64decode(r["data"]))
         return path
 
     def close(self) -> None:
         ws = getattr(self, "ws", None)
         if ws is not None:
-            try:
+            with contextlib.suppress(Exception):
                 ws.close()
-            except Exception:
-                pass
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

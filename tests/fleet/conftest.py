@@ -17,8 +17,8 @@ import pytest
 from app.telemetry.broker import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file (importlib mode)
-from cdp_browser import Browser  # noqa: E402
-from pg_cluster import PgCluster  # noqa: E402
+from cdp_browser import Browser
+from pg_cluster import PgCluster
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET_LOAD = REPO / "scripts" / "fleet_load.py"

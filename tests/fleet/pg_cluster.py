@@ -29,7 +29,9 @@ class PgCluster:
     def __init__(self) -> None:
         bindir = pg_bindir()
         if bindir is None:
-            raise RuntimeError("PostgreSQL is not installed: `make test` installs it (apt-get install postgresql)")
+            raise RuntimeError(
+                "PostgreSQL is not installed: `make test` installs it (apt-get install postgresql)"
+            )
         self.dir = Path(tempfile.mkdtemp(prefix="lookout-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()

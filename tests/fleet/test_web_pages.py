@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROW_IDS = "Array.from(document.querySelectorAll('#fleet tbody tr')).map(r => r.dataset.id)"
 
 
-def wait_until(pred, timeout_s: float, what: str):  # noqa: ANN001, ANN201
+def wait_until(pred, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         v = pred()
@@ -104,7 +104,9 @@ def test_thirty_devices_api_metrics_and_live_page_turn_offline(
 
     browser.goto(srv.url + "/runtimes")
     text = browser.js("document.body.innerText")
-    assert "By model" in text and "By board" in text and "blazeface-short" in text and "ssd-mobilenet-v2" in text
+    assert (
+        "By model" in text and "By board" in text and "blazeface-short" in text and "ssd-mobilenet-v2" in text
+    )
     browser.screenshot(tmp_path / "runtimes.png")
 
     browser.pump(0.5)
@@ -175,7 +177,9 @@ def test_device_strings_are_inert_and_swaps_and_fallbacks_are_marked(
 
     browser.goto(srv.url + "/devices/evil-1?since=1h")
     assert browser.js(markup) == 0
-    titles = browser.js("Array.from(document.querySelectorAll('svg.chart line.event title')).map(t => t.textContent)")
+    titles = browser.js(
+        "Array.from(document.querySelectorAll('svg.chart line.event title')).map(t => t.textContent)"
+    )
     assert any("swap edgetpu → tflite" in t for t in titles), titles
     assert any("fallback edgetpu → tflite: <b>Edge TPU</b>" in t for t in titles), titles
     assert "<script>alert(2)</script>" in browser.js("document.querySelector('.facts').textContent")
@@ -189,7 +193,9 @@ def test_device_strings_are_inert_and_swaps_and_fallbacks_are_marked(
     m = metric_samples(srv.get("/metrics")[1].decode())
     power = m["lookout_device_power_watts"][0]
     assert power.labels["model"] == EVIL and power.labels["power_source"] == '"><svg onload=alert(3)>'
-    assert power.value == 2.5 and m["lookout_device_energy_per_inference_joules"][0].value == pytest.approx(0.08)
+    assert power.value == 2.5 and m["lookout_device_energy_per_inference_joules"][0].value == pytest.approx(
+        0.08
+    )
     assert m["lookout_device_throttled"][0].value == 1.0
     browser.pump(0.5)
     assert browser.problems == []
