@@ -48,9 +48,12 @@ PANELS: tuple[Panel, ...] = (
 
 def parse_since(text: str) -> float:
     """A history window ('1h', '24h', '7d', ...) in seconds, at most 90 days (ConfigError otherwise)."""
-    s = parse_duration(text)
-    if s > MAX_SINCE_S:
-        raise ConfigError(f"since {text!r}: at most 90d")
+    try:
+        s = parse_duration(text)
+    except ConfigError:
+        s = -1.0
+    if not 0 < s <= MAX_SINCE_S:
+        raise ConfigError(f"since={text!r}: expected a duration such as 1h, 24h or 7d (s/m/h/d/w), at most 90d")
     return s
 
 

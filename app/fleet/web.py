@@ -55,7 +55,7 @@ SESSION_COOKIE = "lookout_session"
 def parse_bind(text: str) -> tuple[str, int]:
     """'HOST:PORT', '[v6]:PORT' or ':PORT' -> (host, port) (ConfigError naming the text)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise ConfigError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
