@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ConfigError
+from app.fleet.history import PANELS, events, values, y_range
+from app.fleet.runtimes import bench_rows, compare
 from app.fleet.store import Store
 
-PANELS = (
-    ("fps", "fps", "frames/s"),
-    ("infer_p90_ms", "inference p90", "ms"),
-    ("power_w", "power", "W"),
-    ("temp_c", "temperature", "°C"),
-)
+COLORS = ("#2563eb", "#d97706", "#dc2626")
+EVENT_COLORS = {"swap": "#7c3aed", "fallback": "#db2777", "offline": "#dc2626", "online": "#16a34a"}
+
 TABLE_COLUMNS = (
     ("device_id", "device"),
     ("state", "state"),
@@ -47,32 +46,47 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def device_chart(device_id: str, rows: list[dict[str, Any]], path: Path, p90_alert_ms: float) -> None:
-    """Four panels over time (fps, inference p90, power, temperature) for one device, as a PNG."""
+def has_metrics(rows: list[dict[str, Any]]) -> bool:
+    """Whether any sample carries a metric (a device that only announced its status has none)."""
+    return any(r.get(k) is not None for r in rows for k in ("fps", "infer_p90_ms", "temp_c", "power_w"))
+
+
+def device_chart(
+    device_id: str, rows: list[dict[str, Any]], path: Path, p90_alert_ms: float
+) -> dict[str, Any]:
+    """Panels over time (fps, inference p50/p90/p99, power with its source, energy, temperature, and
+    throttling when reported) for one device, swaps/fallbacks/offline marked on the time axis, as a PNG.
+    Returns what was drawn: the y limits per panel and the events marked."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import textwrap
     from datetime import datetime
 
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    times = [datetime.fromtimestamp(r["ts"]) for r in rows]
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(8, 7), sharex=True)
-    for ax, (key, title, unit) in zip(axes, PANELS, strict=True):
-        pts = [(t, r[key]) for t, r in zip(times, rows, strict=True) if isinstance(r[key], int | float)]
-        label = title
-        if key == "power_w":
-            sources = sorted({str(r["power_source"]) for r in rows if r["power_source"]})
-            label += f" ({'; '.join(sources)[:70]})" if sources else ""
-        ax.set_title(label, fontsize=9, loc="left")
-        ax.set_ylabel(unit)
+    panels = [p for p in PANELS if p.title != "throttling" or any(values(rows, k) for k, _ in p.series)]
+    evts = events(rows)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.65 * len(panels) + 0.9), sharex=True)
+    ylim: dict[str, tuple[float, float]] = {}
+    sources = sorted({str(r["power_source"]) for r in rows if r.get("power_source")})
+    for ax, panel in zip(axes, panels, strict=True):
+        title = panel.title + (f" ({panel.unit})" if panel.unit else "")
+        if panel.title in ("power", "energy per inference") and sources:
+            title += " — source: " + "; ".join(sources)
+        ax.set_title(textwrap.shorten(title, 110, placeholder=" …"), fontsize=8.5, loc="left")
         ax.grid(alpha=0.3)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", linewidth=1)
-            if key == "infer_p90_ms" and max(p[1] for p in pts) > 0.5 * p90_alert_ms:
-                ax.axhline(p90_alert_ms, color="red", linestyle="--", linewidth=0.8)
-        else:
+        ax.tick_params(labelsize=8)
+        drawn = []
+        for i, (key, label) in enumerate(panel.series):
+            pts = values(rows, key)
+            if pts:
+                drawn += [v for _, v in pts]
+                ax.plot([datetime.fromtimestamp(t) for t, _ in pts], [v for _, v in pts], linewidth=1.1,
+                        marker="." if len(pts) < 40 else None, color=COLORS[i % len(COLORS)], label=label,
+                        drawstyle="steps-post" if panel.title == "throttling" else "default")  # fmt: skip
+        if not drawn:
             ax.text(
                 0.5,
                 0.5,
@@ -82,79 +96,68 @@ def device_chart(device_id: str, rows: list[dict[str, Any]], path: Path, p90_ale
                 va="center",
                 color="gray",
             )
-    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M:%S"))
-    fig.suptitle(device_id)
-    fig.autofmt_xdate()
+        near = panel.title == "inference latency" and drawn and max(drawn) > 0.5 * p90_alert_ms
+        lo, hi = y_range(drawn + ([p90_alert_ms] if near else []), panel.zero_based)
+        if panel.title == "throttling":
+            lo, hi = -0.1, 1.2
+            ax.set_yticks([0, 1], ["no", "yes"])
+        ax.set_ylim(lo, hi)
+        ylim[panel.title] = (lo, hi)
+        if near:
+            ax.axhline(p90_alert_ms, color="red", linestyle="--", linewidth=0.8)
+        if len(panel.series) > 1 and drawn:
+            ax.legend(fontsize=7, loc="upper left", ncols=len(panel.series), frameon=False)
+        for ev in evts:
+            ax.axvline(datetime.fromtimestamp(ev.ts), color=EVENT_COLORS.get(ev.kind, "gray"), linestyle="--",
+                       linewidth=1.0)  # fmt: skip
+    top = axes[0]
+    span = max((rows[-1]["ts"] - rows[0]["ts"]) if rows else 1.0, 1.0)
+    placed: list[float] = []
+    for ev in evts:  # labels of events close in time are stacked, not drawn over each other
+        k = sum(1 for t in placed if abs(ev.ts - t) < 0.15 * span)
+        placed.append(ev.ts)
+        top.annotate(textwrap.shorten(ev.text, 48, placeholder="…"), (datetime.fromtimestamp(ev.ts), 1.0),
+                     xycoords=("data", "axes fraction"), xytext=(3, -9 - 10 * k), textcoords="offset points",
+                     fontsize=7, color=EVENT_COLORS.get(ev.kind, "gray"),
+                     bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 0.5})  # fmt: skip
+    locator = mdates.AutoDateLocator()
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    fig.suptitle(textwrap.shorten(device_id, 80), fontsize=11, x=0.01, ha="left")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=80)
     plt.close(fig)
-
-
-def runtime_comparison(benches: dict[str, dict]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(per device+runtime rows, per runtime summary) from the bench documents of each device."""
-    rows = []
-    for dev, doc in sorted(benches.items()):
-        for r in doc.get("results") or []:
-            if not isinstance(r, dict):
-                continue
-            lat = r.get("latency_ms") if isinstance(r.get("latency_ms"), dict) else {}
-            rows.append(
-                {
-                    "device_id": dev,
-                    "model": doc.get("model"),
-                    "runtime": r.get("runtime"),
-                    "p50_ms": lat.get("p50"),
-                    "p90_ms": lat.get("p90"),
-                    "throughput_fps": r.get("throughput_fps"),
-                    "rss_mb": r.get("rss_mb"),
-                    "energy_mj_per_inference": r.get("energy_mj_per_inference"),
-                    "error": r.get("error"),
-                    "simulated": bool(isinstance(doc.get("host"), dict) and doc["host"].get("simulated")),
-                }
-            )
-    summary = []
-    for rt in sorted({str(r["runtime"]) for r in rows}):
-        mine = [r for r in rows if str(r["runtime"]) == rt]
-
-        def med(key: str, mine: list[dict[str, Any]] = mine) -> float | None:
-            vals = [r[key] for r in mine if isinstance(r[key], int | float)]
-            return statistics.median(vals) if vals else None
-
-        summary.append(
-            {
-                "runtime": rt,
-                "devices": len({r["device_id"] for r in mine}),
-                "median_p50_ms": med("p50_ms"),
-                "median_p90_ms": med("p90_ms"),
-                "median_throughput_fps": med("throughput_fps"),
-                "median_energy_mj_per_inference": med("energy_mj_per_inference"),
-                "errors": sum(1 for r in mine if r["error"]),
-            }
-        )
-    return rows, summary
+    return {"ylim": ylim, "events": evts}
 
 
 def comparison_chart(rows: list[dict[str, Any]], path: Path) -> bool:
-    """p90 latency per runtime across devices (box per runtime). False when there is nothing to plot."""
-    data = {}
+    """p90 latency per runtime across devices, one box plot per model. False when nothing to plot."""
+    by_model: dict[str, dict[str, list[float]]] = {}
     for r in rows:
-        if isinstance(r["p90_ms"], int | float):
-            data.setdefault(str(r["runtime"]), []).append(r["p90_ms"])
-    if not data:
+        if r["p90_ms"] is not None and not r["error"]:
+            by_model.setdefault(r["model"], {}).setdefault(r["runtime"], []).append(r["p90_ms"])
+    if not by_model:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = sorted(data)
-    ax.boxplot([data[n] for n in names], showfliers=True)
-    ax.set_xticks(range(1, len(names) + 1), [f"{n}\n({len(data[n])} devices)" for n in names])
-    ax.set_ylabel("inference p90, ms")
-    sim = " (includes SIMULATED bench documents)" if any(r["simulated"] for r in rows) else ""
-    ax.set_title(f"lookout bench across the fleet: p90 latency per runtime{sim}", fontsize=10)
-    ax.grid(alpha=0.3, axis="y")
+    models = sorted(by_model)[:6]
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.6, 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        data = by_model[model]
+        names = sorted(data, key=lambda n: statistics.median(data[n]))
+        ax.boxplot([data[n] for n in names], showfliers=True)
+        ax.set_xticks(range(1, len(names) + 1), [f"{n}\n({len(data[n])} dev.)" for n in names], fontsize=8)
+        ax.set_title(textwrap.shorten(model, 40), fontsize=9)
+        ax.set_ylim(0, max(max(v) for v in data.values()) * 1.15)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("inference p90, ms")
+    sim = " — includes SIMULATED bench documents" if any(r["simulated"] for r in rows) else ""
+    fig.suptitle(f"lookout bench across the fleet, by model{sim}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=80)
     plt.close(fig)
@@ -197,12 +200,16 @@ def write_report(
     for dev in sorted(charted):
         rows = by_dev[dev]
         name = f"device-{_safe(dev)}.png"
-        device_chart(dev, rows, out / name, p90_alert_ms)
-        charts.append((dev, name, len(rows)))
-    bench_rows, summary = runtime_comparison(benches)
-    has_cmp = comparison_chart(bench_rows, out / "runtimes.png")
+        if has_metrics(rows):
+            device_chart(dev, rows, out / name, p90_alert_ms)
+            charts.append((dev, name, len(rows)))
+        else:
+            charts.append((dev, None, len(rows)))
+    results = bench_rows(benches)
+    groups = compare(results, "model")
+    has_cmp = comparison_chart(results, out / "runtimes.png")
 
-    simulated = any(r["simulated"] for r in bench_rows) or any(
+    simulated = any(r["simulated"] for r in results) or any(
         str(r.get("power_source") or "").startswith("simulated") for r in latest
     )
     parts = [
@@ -213,38 +220,43 @@ def write_report(
         "<h1>Lookout fleet report</h1>",
         f"<p>Window: {html.escape(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since)))} to "
         f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now)))} · {len(by_dev)} devices · "
-        f"{len(samples)} history rows · database {html.escape(str(store.path))}</p>",
+        f"{len(samples)} history rows · database {html.escape(store.location)}</p>",
     ]
     if simulated:
         parts.append(
             "<p><b>Note:</b> some devices report simulated numbers (fleet_load); see power source and bench host.</p>"
         )
     parts += ["<h2>Fleet (latest sample per device)</h2>", _table(latest, list(TABLE_COLUMNS))]
-    parts.append("<h2>Runtimes across the fleet (from each device's retained bench)</h2>")
-    if summary:
-        parts.append(
-            _table(
-                summary,
-                [
-                    ("runtime", "runtime"),
-                    ("devices", "devices"),
-                    ("median_p50_ms", "median p50 ms"),
-                    ("median_p90_ms", "median p90 ms"),
-                    ("median_throughput_fps", "median fps"),
-                    ("median_energy_mj_per_inference", "median mJ/inference"),
-                    ("errors", "errors"),
-                ],
+    parts.append("<h2>Runtimes across the fleet, by model (from each device's retained bench)</h2>")
+    if groups:
+        for g in groups:
+            sim = " (simulated numbers)" if g["simulated"] else ""
+            parts.append(f"<h3>{html.escape(g['model'])} <small>{g['devices']} devices{sim}</small></h3>")
+            parts.append(
+                _table(
+                    g["runtimes"],
+                    [
+                        ("runtime", "runtime"),
+                        ("devices", "devices"),
+                        ("median_p50_ms", "median p50 ms"),
+                        ("median_p90_ms", "median p90 ms"),
+                        ("median_throughput_fps", "median fps"),
+                        ("median_energy_mj_per_inference", "median mJ/inference"),
+                        ("median_rss_mb", "median RSS MB"),
+                        ("errors", "errors"),
+                    ],
+                )
             )
-        )
         if has_cmp:
-            parts.append("<p><img src='runtimes.png' alt='p90 per runtime'></p>")
+            parts.append("<p><img src='runtimes.png' alt='p90 per runtime, by model'></p>")
         parts.append("<details><summary>per device</summary>")
         parts.append(
             _table(
-                bench_rows,
+                results,
                 [
                     ("device_id", "device"),
                     ("model", "model"),
+                    ("board", "board"),
                     ("runtime", "runtime"),
                     ("p50_ms", "p50 ms"),
                     ("p90_ms", "p90 ms"),
@@ -268,7 +280,10 @@ def write_report(
         parts.append(
             f"<h3 id='{html.escape(_safe(dev))}'>{html.escape(dev)} <small>({n} samples)</small></h3>"
         )
-        parts.append(f"<img src='{html.escape(name)}' alt='charts of {html.escape(dev)}'>")
+        if name is None:
+            parts.append("<p class='nometrics'>no metrics yet (the device announced its status only)</p>")
+        else:
+            parts.append(f"<img src='{html.escape(name)}' alt='charts of {html.escape(dev)}'>")
     parts.append("</body></html>")
     index = out / "index.html"
     index.write_text("\n".join(parts), encoding="utf-8")
