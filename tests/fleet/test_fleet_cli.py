@@ -129,7 +129,7 @@ def test_bad_flags_are_one_line_errors(lookout_cmd, clean_env, flag) -> None:
 def test_headless_monitor_logs_and_stores_history_until_sigterm(
     broker, fleet_load, lookout_cmd, clean_env, tmp_path: Path
 ) -> None:
-    """What lookout-fleet.service runs: no terminal, summary lines on stdout, history in SQLite."""
+    """The headless monitor (no terminal, e.g. under systemd): summary lines on stdout, history in SQLite."""
     ready = tmp_path / "ready.json"
     load = fleet_load("--devices", "3", "--broker", broker.url, "--duration", "60", "--ready", str(ready))
     wait_for_file(ready, load)
