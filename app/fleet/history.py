@@ -53,7 +53,9 @@ def parse_since(text: str) -> float:
     except ConfigError:
         s = -1.0
     if not 0 < s <= MAX_SINCE_S:
-        raise ConfigError(f"since={text!r}: expected a duration such as 1h, 24h or 7d (s/m/h/d/w), at most 90d")
+        raise ConfigError(
+            f"since={text!r}: expected a duration such as 1h, 24h or 7d (s/m/h/d/w), at most 90d"
+        )
     return s
 
 

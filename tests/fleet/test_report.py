@@ -33,7 +33,9 @@ def test_report_marks_events_keeps_axes_honest_and_groups_runtimes_by_model(tmp_
                       power_source="none: no power meter configured", fallback=fb if i >= 30 else None)  # fmt: skip
         store.add_samples([row], t0 + 10 * i)
     store.add_samples([_sample("quiet", runtime="tflite", model="ssd")], now - 5)
-    store.add_bench("busy", now, _bench("ssd", {"tflite": 9.0, "edgetpu": 3.0}, "Raspberry Pi 5 Model B Rev 1.0"))
+    store.add_bench(
+        "busy", now, _bench("ssd", {"tflite": 9.0, "edgetpu": 3.0}, "Raspberry Pi 5 Model B Rev 1.0")
+    )
     store.add_bench("quiet", now, _bench("blazeface", {"tflite": 4.0, "executorch": 6.0}, "Raspberry Pi 4"))
 
     info = device_chart("busy", store.samples(0, "busy"), tmp_path / "busy.png", 100.0)
@@ -49,6 +51,9 @@ def test_report_marks_events_keeps_axes_honest_and_groups_runtimes_by_model(tmp_
     assert (tmp_path / "report" / "device-busy.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "report" / "device-quiet.png").exists()
     assert "no metrics yet" in index and "1970" not in index
-    assert "<h3>ssd <small>1 devices</small></h3>" in index and "<h3>blazeface <small>1 devices</small></h3>" in index
+    assert (
+        "<h3>ssd <small>1 devices</small></h3>" in index
+        and "<h3>blazeface <small>1 devices</small></h3>" in index
+    )
     assert index.index("<h3>blazeface") < index.index("<h3>ssd")
     assert (tmp_path / "report" / "runtimes.png").read_bytes().startswith(b"\x89PNG")
