@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt
 
-from app.fleet.monitor import parse_broker_url
+from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.topics import Topics
 
 SIM_VERSION = "fleet_load (simulated device)"

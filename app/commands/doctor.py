@@ -11,7 +11,6 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     from app.config import LookoutConfig
@@ -113,13 +112,18 @@ def check_meters() -> list[Check]:
 
 
 def check_broker(url: str) -> Check:
-    u = urlparse(url)
-    host, port = u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883)
+    from app.errors import ConfigError
+    from app.telemetry.broker_url import parse_broker_url, redact_url
+
     try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return Check("broker", url, True, "reachable")
+        addr = parse_broker_url(url, "mqtt.url")
+    except ConfigError as exc:
+        return Check("broker", redact_url(url), False, str(exc))
+    try:
+        with socket.create_connection((addr.host, addr.port), timeout=2.0):
+            return Check("broker", str(addr), True, "reachable")
     except OSError as exc:
-        return Check("broker", url, False, f"cannot connect: {exc.strerror or exc}")
+        return Check("broker", str(addr), False, f"cannot connect: {exc.strerror or exc}")
 
 
 def check_pipeline(cfg: LookoutConfig, probe: bool) -> list[Check]:

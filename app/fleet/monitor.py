@@ -16,13 +16,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from app.errors import ConfigError
 from app.fleet.registry import Registry
 from app.fleet.store import Store
 from app.fleet.window import LagHistogram
 from app.telemetry import schemas, topics
+from app.telemetry.broker_url import parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +30,6 @@ KINDS = ("status", "metrics", "detections", "bench")
 SHARED_KINDS = ("metrics", "detections")  # retained kinds are never sent on shared subscriptions
 METRICS_REQUIRED = frozenset(schemas.schema("metrics")["required"])
 _NUM = (int, float)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """mqtt://[user:pass@]host[:port] or mqtts://... -> BrokerAddress (ConfigError naming the URL)."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-        raise ConfigError(f"broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
-    tls = parts.scheme in ("mqtts", "ssl")
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise ConfigError(f"broker URL {url!r}: bad port") from exc
-    user = unquote(parts.username) if parts.username else None
-    pw = unquote(parts.password) if parts.password else None
-    return BrokerAddress(parts.hostname, port, tls, user, pw)
 
 
 @dataclass
@@ -232,7 +208,7 @@ class Monitor:
         import paho.mqtt.client as mqtt
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
-        addr = parse_broker_url(url)
+        addr = parse_broker_url(url, "--broker")
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or f"lookout-fleet-{uuid.uuid4().hex[:8]}",
@@ -266,7 +242,7 @@ class Monitor:
         try:
             client.connect(addr.host, addr.port, keepalive=30)
         except OSError as exc:
-            raise ConfigError(f"cannot connect to broker {url}: {exc}") from None
+            raise ConfigError(f"cannot connect to broker {addr}: {exc}") from None
         self._client = client
         client.loop_start()
         if self.store is not None:

@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -33,6 +32,7 @@ from app import __version__
 from app.config import MqttConfig, SpoolConfig
 from app.errors import ConfigError
 from app.telemetry import discovery
+from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.commands import CommandRouter
 from app.telemetry.schemas import validate
 from app.telemetry.spool import PRIO_HIGH, Spool
@@ -42,21 +42,6 @@ log = logging.getLogger("lookout.telemetry")
 
 WILL_PAYLOAD = b'{"state": "offline"}'
 CommandHandler = Callable[[str, dict], dict]
-
-
-def parse_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
-    """mqtt://[user[:pass]@]host[:port] or mqtts://... -> (host, port, tls, user, password)."""
-    try:
-        u = urlsplit(url)
-        port = u.port
-    except ValueError as exc:
-        raise ConfigError(f"mqtt.url {url!r}: {exc}") from None
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ConfigError(f"mqtt.url {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
-    tls = u.scheme == "mqtts"
-    user = unquote(u.username) if u.username else None
-    pw = unquote(u.password) if u.password else None
-    return u.hostname, port or (8883 if tls else 1883), tls, user, pw
 
 
 class Telemetry:
@@ -79,9 +64,10 @@ class Telemetry:
         self.cfg = mqtt_cfg
         self.topics = Topics(device_id, mqtt_cfg.topic_prefix)
         self.device_id = device_id
-        self.host, self.port, self.tls, url_user, url_pw = parse_url(mqtt_cfg.url)
-        self.username = mqtt_cfg.username or url_user
-        self.password = mqtt_cfg.password if mqtt_cfg.password is not None else url_pw
+        addr = parse_broker_url(mqtt_cfg.url, "mqtt.url")
+        self.host, self.port, self.tls = addr.host, addr.port, addr.tls
+        self.username = mqtt_cfg.username or addr.username
+        self.password = mqtt_cfg.password if mqtt_cfg.password is not None else addr.password
         self.mqtt5 = mqtt_cfg.protocol == "5"
         self.max_inflight = max_inflight
         self.reconnect_min_s = min(reconnect_min_s, mqtt_cfg.reconnect_max_s)

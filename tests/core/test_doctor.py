@@ -52,3 +52,16 @@ def test_broken_runtime_plugin_is_listed_with_its_error(lookout_cmd, clean_env, 
     assert hailo["ok"] is False
     assert "hailo_lookout_missing" in hailo["detail"]
     assert "ModuleNotFoundError" in hailo["detail"]
+
+
+def test_broker_check_uses_the_shared_parser_and_hides_the_password(broker) -> None:
+    from app.commands.doctor import check_broker
+
+    ok = check_broker(f"mqtt://cam-1:s3cret@{broker.host}:{broker.port}")
+    assert ok.ok is True and ok.name == f"mqtt://cam-1:***@{broker.host}:{broker.port}"
+    broker.stop()
+    down = check_broker(f"mqtt://cam-1:s3cret@{broker.host}:{broker.port}")
+    assert down.ok is False and "cannot connect" in down.detail
+    bad = check_broker("tcp://cam-1:s3cret@host")
+    assert bad.ok is False and "expected mqtt://host" in bad.detail
+    assert all("s3cret" not in c.name + c.detail for c in (ok, down, bad))

@@ -10,8 +10,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from app.fleet.monitor import Monitor, parse_broker_url
+from app.fleet.monitor import Monitor
 from app.fleet.registry import Registry
+from app.telemetry.broker_url import parse_broker_url
 
 pytestmark = pytest.mark.broker
 
