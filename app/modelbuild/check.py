@@ -1,7 +1,7 @@
 """Run an artifact directly with its library and compare it with the original .tflite on a real photo.
 
-Used by `lookout models build --check`, the tests and docs/models.md's numbers. The BlazeFace decode
-here is a minimal best-anchor decode for checking the build, not the app's decoder.
+Used by the tests and for docs/models.md's numbers. The check decodes only the best anchor (no NMS), with
+the decoder's own anchors, box decoding and letterbox mapping.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from app.vision.decoders.blazeface import VARIANTS, decode_boxes, sigmoid_scores, ssd_anchor_centres
+from app.vision.preprocess import placement
 from app.zoo import Manifest
-
-# BlazeFace SSD anchors: (input size, strides); 2 anchors per cell on the first stride, 6 after.
-_ANCHOR_LAYOUT = {"short": (128, (8, 16, 16, 16)), "back": (256, (16, 32, 32, 32))}
 
 
 def run_artifact(path: Path, fmt: str, x: np.ndarray) -> list[np.ndarray]:
@@ -58,46 +57,17 @@ def run_artifact(path: Path, fmt: str, x: np.ndarray) -> list[np.ndarray]:
     raise ValueError(f"unknown format {fmt}")
 
 
-def anchors(variant: str) -> np.ndarray:
-    """(896, 2) anchor centres in [0, 1] for the BlazeFace variant."""
-    size, strides = _ANCHOR_LAYOUT[variant]
-    out = []
-    i = 0
-    while i < len(strides):
-        same = [s for s in strides[i:] if s == strides[i]]
-        per_cell = 2 * len(same)
-        fm = size // strides[i]
-        for y in range(fm):
-            for x in range(fm):
-                out += [((x + 0.5) / fm, (y + 0.5) / fm)] * per_cell
-        i += len(same)
-    return np.array(out, np.float32)
-
-
 def best_face(outputs: list[np.ndarray], m: Manifest, src_hw: tuple[int, int]) -> tuple[float, np.ndarray]:
     """(sigmoid score, box x0,y0,x1,y1 in source pixels) of the best anchor, undoing the letterbox."""
     reg, cls = (outputs[m.outputs.index("regressors")], outputs[m.outputs.index("classificators")])
-    size = m.input.width
-    a = anchors(m.decoder_options["variant"])
-    i = int(np.argmax(cls.reshape(-1)))
-    r = reg.reshape(-1, reg.shape[-1])[i]
-    cx, cy = r[0] / size + a[i, 0], r[1] / size + a[i, 1]
-    w, h = r[2] / size, r[3] / size
-    box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * size  # model input pixels
+    opts = VARIANTS[m.decoder_options["variant"]]
+    logits = cls.reshape(-1)
+    i = int(np.argmax(logits))
+    anchor = ssd_anchor_centres(opts)[i : i + 1]
+    box = decode_boxes(reg.reshape(-1, reg.shape[-1])[i : i + 1], anchor, opts.input_size)
     sh, sw = src_hw
-    s = min(size / sw, size / sh)
-    ox, oy = (size - round(sw * s)) // 2, (size - round(sh * s)) // 2
-    box = (box - [ox, oy, ox, oy]) / s
-    score = float(1 / (1 + np.exp(-np.clip(cls.reshape(-1)[i], -100, 100))))
-    return score, box
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    to_source = placement(sw, sh, m.input.width, m.input.height, m.input.resize).to_source
+    return float(sigmoid_scores(logits[i])), to_source(box)[0].astype(np.float64)
 
 
 def compare(m: Manifest, key: str, photo: str = "astronaut") -> dict[str, float]:

@@ -76,7 +76,8 @@ def test_torch_rebuild_agrees_with_litert_on_astronaut(models_dir: Path) -> None
 
 
 def test_exported_fp32_artifacts_agree_and_int8_find_the_face(models_dir: Path) -> None:
-    from app.modelbuild.check import compare, iou
+    from app.detection import iou
+    from app.modelbuild.check import compare
 
     m = load_manifest("blazeface-short", models_dir)
     face = np.array([179.0, 81.0, 273.0, 176.0])

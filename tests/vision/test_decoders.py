@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.detection import iou, iou_many
 from app.errors import ArtifactError, ConfigError
 from app.vision.decoders import make_decoder
 from app.vision.decoders.blazeface import VARIANTS, ssd_anchor_centres
@@ -15,6 +16,14 @@ IDENTITY_128 = placement(128, 128, 128, 128, "letterbox")  # frame == input: pix
 
 
 # --- NMS -----------------------------------------------------------------------------------------
+def test_iou_one_implementation_scalar_and_vectorised() -> None:
+    boxes = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10], [3, 3, 3, 3]], np.float32)
+    want = [1 / 3, 0.0, 1.0, 0.0]  # half overlap, disjoint, identical, zero-area
+    assert iou_many(np.array([0, 0, 10, 10], np.float32), boxes) == pytest.approx(want)
+    assert [iou((0.0, 0.0, 10.0, 10.0), tuple(b)) for b in boxes] == pytest.approx(want)
+    assert iou((3, 3, 3, 3), (3, 3, 3, 3)) == 0.0  # empty union
+
+
 def test_nms_keeps_best_of_overlapping_and_separate_boxes() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
     scores = np.array([0.6, 0.9, 0.5])

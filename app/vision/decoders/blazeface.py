@@ -55,6 +55,22 @@ def ssd_anchor_centres(opts: AnchorOptions) -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
+def decode_boxes(raw: np.ndarray, anchors: np.ndarray, input_size: int) -> np.ndarray:
+    """(N, >=4) raw regressors of (N, 2) anchor centres -> (N, 4) normalised (x0, y0, x1, y1); anchor w = h = 1."""
+    s = float(input_size)
+    cx = raw[:, 0] / s + anchors[:, 0]
+    cy = raw[:, 1] / s + anchors[:, 1]
+    hw = raw[:, 2] / s / 2.0
+    hh = raw[:, 3] / s / 2.0
+    return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
+
+
+def sigmoid_scores(logits: np.ndarray) -> np.ndarray:
+    """Scores of raw classificator logits, clipped to +-SCORE_CLIP; float64, so exp(100) does not overflow."""
+    clipped = np.clip(np.asarray(logits, dtype=np.float64), -SCORE_CLIP, SCORE_CLIP)
+    return 1.0 / (1.0 + np.exp(-clipped))
+
+
 class BlazeFaceDecoder(Decoder):
     name = "blazeface"
 
@@ -75,15 +91,6 @@ class BlazeFaceDecoder(Decoder):
         self.max_detections = int(max_detections)
         self.anchors = ssd_anchor_centres(self.opts)
 
-    def decode_boxes(self, raw: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-        """(N, >=4) raw regressors of (N, 2) anchor centres -> (N, 4) normalised (x0, y0, x1, y1); anchor w = h = 1."""
-        s = float(self.opts.input_size)
-        cx = raw[:, 0] / s + anchors[:, 0]
-        cy = raw[:, 1] / s + anchors[:, 1]
-        hw = raw[:, 2] / s / 2.0
-        hh = raw[:, 3] / s / 2.0
-        return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
-
     def __call__(
         self, outputs: list[np.ndarray], transform: Transform, score_threshold: float | None = None
     ) -> list[Detection]:
@@ -94,11 +101,10 @@ class BlazeFaceDecoder(Decoder):
             reg, cls = cls, reg
         self.check(reg.size == n * 16, f"regressors shape {reg.shape}, expected (1, {n}, 16)")
         self.check(cls.size == n, f"classificators shape {cls.shape}, expected (1, {n}, 1)")
-        logits = np.clip(cls.reshape(n).astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
-        scores = 1.0 / (1.0 + np.exp(-logits))  # float64: exp(100) does not overflow
+        scores = sigmoid_scores(cls.reshape(n))
         keep = np.flatnonzero(scores >= self.threshold(score_threshold))
         if keep.size == 0:
             return []
-        boxes = self.decode_boxes(reg.reshape(n, 16)[keep], self.anchors[keep])
+        boxes = decode_boxes(reg.reshape(n, 16)[keep], self.anchors[keep], self.opts.input_size)
         boxes, kept_scores = weighted_nms(boxes, scores[keep], self.iou_threshold, self.max_detections)
         return self.detections(boxes, kept_scores, None, transform)

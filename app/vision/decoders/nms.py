@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box against N boxes (0 where the union is empty)."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+from app.detection import iou_many
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int = 100) -> np.ndarray:
@@ -24,7 +15,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detecti
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        order = rest[iou_one(boxes[i], boxes[rest]) <= iou_threshold]
+        order = rest[iou_many(boxes[i], boxes[rest]) <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -54,7 +45,7 @@ def weighted_nms(
     out_scores: list[float] = []
     while order.size and len(out_boxes) < max_detections:
         top = int(order[0])
-        member = iou_one(boxes[top], boxes[order]) > iou_threshold
+        member = iou_many(boxes[top], boxes[order]) > iou_threshold
         member[0] = True  # a degenerate (zero-area) top box still forms its own cluster
         idx = order[member]
         w = scores[idx].astype(np.float64)
