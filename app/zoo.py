@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from app.errors import ArtifactError
 from app.tomlwrite import toml_key, toml_value
@@ -62,7 +62,7 @@ class Manifest(_Strict):
 
     name: str
     task: Literal["detection", "classification"]
-    decoder: Literal["blazeface", "ssd", "yolo", "classify"]
+    decoder: str = Field(description="a decoder registered in the entry-point group lookout.decoders")
     labels: list[str]
     outputs: list[str] = Field(default_factory=list)
     input: InputSpec
@@ -70,6 +70,16 @@ class Manifest(_Strict):
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
     provenance: Provenance
     _dir: Path = PrivateAttr(default=Path("."))
+
+    @field_validator("decoder")
+    @classmethod
+    def _registered_decoder(cls, name: str) -> str:
+        from app import plugins
+
+        known = plugins.names(plugins.DECODERS)
+        if name not in known:
+            raise ValueError(f"{name!r} is not registered in lookout.decoders ({', '.join(known) or 'none'})")
+        return name
 
     @property
     def dir(self) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
@@ -33,7 +32,6 @@ from app.hostroots import HostRoots
 if TYPE_CHECKING:
     from app.zoo import Manifest
 
-ENTRY_POINT_GROUP = "lookout.runtimes"
 Layout = Literal["NHWC", "NCHW"]
 
 
@@ -182,24 +180,17 @@ class RegisteredRuntime:
 
 def discover() -> dict[str, RegisteredRuntime]:
     """All runtimes registered under the entry-point group, including those whose module fails to import."""
-    found: dict[str, RegisteredRuntime] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-            found[ep.name] = RegisteredRuntime(ep.name, ep.value, cls, None)
-        except Exception as exc:  # a broken plugin is reported, never silently dropped
-            found[ep.name] = RegisteredRuntime(ep.name, ep.value, None, f"{type(exc).__name__}: {exc}")
-    return found
+    from app import plugins
+
+    return {
+        name: RegisteredRuntime(p.name, p.target, p.obj, p.error)
+        for name, p in plugins.discover(plugins.RUNTIMES).items()
+    }
 
 
 def get_runtime_class(name: str) -> type[Runtime]:
     """The runtime class registered as `name`; a LookoutError naming the choices otherwise."""
+    from app import plugins
     from app.errors import RuntimeUnavailable
 
-    reg = discover()
-    if name not in reg:
-        raise RuntimeUnavailable(f"unknown runtime {name!r}; registered: {', '.join(sorted(reg)) or 'none'}")
-    entry = reg[name]
-    if entry.cls is None:
-        raise RuntimeUnavailable(f"runtime {name!r} ({entry.target}) failed to import: {entry.error}")
-    return entry.cls
+    return plugins.load(plugins.RUNTIMES, name, RuntimeUnavailable)

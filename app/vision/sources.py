@@ -76,7 +76,8 @@ class FrameSource:
 
     # --- public ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """First open attempt; a failure only marks the source degraded (read() keeps retrying)."""
+        """First open attempt; a failure only marks the source degraded (read() keeps retrying).
+        Subclasses raise SourceError here for a source that can never work."""
         self._try_open()
 
     def read(self, stop: threading.Event) -> np.ndarray | None:
@@ -190,6 +191,20 @@ class OpenCVFrameSource(FrameSource):
         self._frame_count = 0
         self._size_at_open: int | None = None
         self._next_t: float | None = None
+
+    def start(self) -> None:
+        """A video file must exist and decode now; a device or stream may come later."""
+        if self.kind != "file":
+            super().start()
+            return
+        path = Path(str(self.target))
+        if not path.is_file():
+            raise SourceError(f"source opencv: video file {path} not found")
+        try:
+            self._open()
+        except Lost:
+            raise SourceError(f"source opencv: cannot decode video file {path}") from None
+        self._open_ok = True
 
     def _open(self) -> None:
         if self.kind == "file":
@@ -312,6 +327,16 @@ class ImagesFrameSource(FrameSource):
         super().__init__(f"images {self.folder}", reconnect, on_state)
         self._files: list[Path] = []
         self._i = 0
+
+    def start(self) -> None:
+        """The folder must exist and hold images now."""
+        if not self.folder.is_dir():
+            raise SourceError(f"source images: folder {self.folder} not found")
+        if not self.scan():
+            raise SourceError(
+                f"source images: folder {self.folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        super().start()
 
     def scan(self) -> list[Path]:
         try:
@@ -450,36 +475,16 @@ class Picamera2FrameSource(FrameSource):
 def open_source(
     cfg: object, reconnect: ReconnectConfig | None = None, on_state: OnState | None = None
 ) -> FrameSource:
-    """Build and open the source for `cfg`. SourceError for a source that can never work (missing
-    video file or image folder, unreadable file, picamera2 not installed); a camera that is merely
-    absent gives a degraded source that keeps retrying."""
-    reconnect = reconnect or ReconnectConfig()
-    src: FrameSource
-    if isinstance(cfg, OpenCVSource):
-        src = OpenCVFrameSource(cfg, reconnect, on_state)
-        if src.kind == "file":
-            path = Path(str(src.target))
-            if not path.is_file():
-                raise SourceError(f"source opencv: video file {path} not found")
-            try:
-                src._open()
-            except Lost:
-                raise SourceError(f"source opencv: cannot decode video file {path}") from None
-            src._open_ok = True
-            return src
-    elif isinstance(cfg, ImagesSource):
-        src = ImagesFrameSource(cfg, reconnect, on_state)
-        if not src.folder.is_dir():
-            raise SourceError(f"source images: folder {src.folder} not found")
-        if not src.scan():
-            raise SourceError(
-                f"source images: folder {src.folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
-    elif isinstance(cfg, SyntheticSource):
-        src = SyntheticFrameSource(cfg, reconnect, on_state)
-    elif isinstance(cfg, Picamera2Source):
-        src = Picamera2FrameSource(cfg, reconnect, on_state)
-    else:
+    """Build and open the source for `cfg` (the class registered for ``cfg.type`` in the entry-point group
+    ``lookout.sources``, see app/plugins.py). SourceError for a source that can never work (missing video
+    file or image folder, unreadable file, picamera2 not installed); a camera that is merely absent gives
+    a degraded source that keeps retrying."""
+    from app import plugins
+
+    kind = getattr(cfg, "type", None)
+    if not isinstance(kind, str):
         raise SourceError(f"unknown source config {type(cfg).__name__}")
+    cls: type[FrameSource] = plugins.load(plugins.SOURCES, kind, SourceError)
+    src = cls(cfg, reconnect or ReconnectConfig(), on_state)
     src.start()
     return src

@@ -46,6 +46,15 @@ def test_unknown_key_is_a_one_line_error(zoo_copy: Path) -> None:
     assert "\n" not in msg and "input.widht" in msg and str(path) in msg
 
 
+def test_decoder_must_be_a_registered_plugin(zoo_copy: Path) -> None:
+    path = zoo_copy / "blazeface-short" / "model.toml"
+    path.write_text(path.read_text().replace('decoder = "blazeface"', 'decoder = "blazefaces"'))
+    with pytest.raises(ArtifactError) as err:
+        load_manifest("blazeface-short", zoo_copy)
+    msg = str(err.value)
+    assert "\n" not in msg and "'blazefaces' is not registered in lookout.decoders" in msg and "yolo" in msg
+
+
 def test_bad_toml_and_missing_manifest(zoo_copy: Path) -> None:
     with pytest.raises(LookoutError, match=r"missing manifest .*nope.*known models: blazeface-short"):
         load_manifest("nope", zoo_copy)

@@ -2,11 +2,11 @@
 
 ``make_decoder(name, labels, **options)`` builds one from a manifest's ``decoder`` and
 ``[decoder_options]``; ``decoder(outputs, transform, score_threshold=None)`` decodes one frame.
+Decoders are plugins of the entry-point group ``lookout.decoders`` (app/plugins.py).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from abc import ABC, abstractmethod
 from typing import Any
@@ -16,13 +16,6 @@ import numpy as np
 from app.detection import Detection
 from app.errors import ArtifactError, ConfigError
 from app.vision.preprocess import Transform
-
-DECODERS = {
-    "blazeface": "app.vision.decoders.blazeface:BlazeFaceDecoder",
-    "ssd": "app.vision.decoders.ssd:SSDDecoder",
-    "yolo": "app.vision.decoders.yolo:YoloDecoder",
-    "classify": "app.vision.decoders.classify:ClassifyDecoder",
-}
 
 
 class Decoder(ABC):
@@ -69,12 +62,11 @@ class Decoder(ABC):
 
 
 def make_decoder(name: str, labels: list[str], **options: Any) -> Decoder:
-    """The decoder `name` configured with `options`; ConfigError for an unknown name or option."""
-    target = DECODERS.get(name)
-    if target is None:
-        raise ConfigError(f"unknown decoder {name!r}; expected one of {', '.join(DECODERS)}")
-    module, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module), cls_name)
+    """The decoder `name` configured with `options`; ConfigError for an unknown name or option, or a
+    decoder plugin that fails to import."""
+    from app import plugins
+
+    cls = plugins.load(plugins.DECODERS, name, ConfigError)
     params = inspect.signature(cls.__init__).parameters
     unknown = [k for k in options if k not in params or k in ("self", "labels")]
     if unknown:
