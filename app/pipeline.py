@@ -38,7 +38,6 @@ class Job:
 
     index: int
     ts: float  # wall-clock capture time (epoch s)
-    frame_shape: tuple[int, ...]
     engine: Engine
     tensor: np.ndarray
     transform: Any
@@ -184,7 +183,7 @@ class Pipeline:
                     self._record_error("preprocess", exc)
                     continue
                 t2 = time.perf_counter_ns()
-                self._to_infer.put(Job(index, ts, frame.shape, engine, tensor, transform, t0, t1, t2))
+                self._to_infer.put(Job(index, ts, engine, tensor, transform, t0, t1, t2))
                 index += 1
         except Exception as exc:
             self._record_error("capture", exc)

@@ -68,11 +68,6 @@ def stopping(status: str | None = None) -> bool:
     return notify("STOPPING=1" + (f"\nSTATUS={_one_line(status)}" if status else ""))
 
 
-def extend_timeout(seconds: float) -> bool:
-    """Ask for more start-up/shutdown time (slow warm-up): `EXTEND_TIMEOUT_USEC=...`."""
-    return notify(f"EXTEND_TIMEOUT_USEC={max(0, round(seconds * 1_000_000))}")
-
-
 def watchdog_interval_s(env: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:
     """The watchdog interval systemd expects pings within, or None when the watchdog is off.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 SUB_BITS = 7  # 2**7 = 128 sub-buckets per octave, upper half used -> 64 per octave
 _HALF = 1 << (SUB_BITS - 1)
@@ -75,10 +75,6 @@ class Histogram:
                 self.max_ns = v
             if self.min_ns is None or v < self.min_ns:
                 self.min_ns = v
-
-    def record_many_ns(self, values: Iterable[int]) -> None:
-        for v in values:
-            self.record_ns(v)
 
     def percentile(self, p: float) -> float | None:
         """The p-th percentile (0..100) in ms, nearest rank; None when empty."""
@@ -146,74 +142,27 @@ class Histogram:
             self.min_ns = None
             self.max_ns = None
 
-    def nonzero_buckets(self) -> list[tuple[float, float, int]]:
-        """[(low_ms, high_ms, count)] of non-empty buckets, for plots."""
-        with self._lock:
-            counts = list(self._counts)
-        return [
-            (lo / NS_PER_MS, hi / NS_PER_MS, c)
-            for i, c in enumerate(counts)
-            if c
-            for lo, hi in [bucket_bounds(i)]
-        ]
-
 
 class StageHistograms:
-    """One histogram per pipeline stage; the first ``warmup`` samples of each stage go to a separate one."""
+    """One histogram per pipeline stage, in the order stages were first seen."""
 
-    def __init__(self, stages: Sequence[str], warmup: int = 0) -> None:
-        if warmup < 0:
-            raise ValueError("warmup must be >= 0")
-        self.warmup = warmup
-        self._stages: dict[str, Histogram] = {}
-        self._warm: dict[str, Histogram] = {}
-        self._seen: dict[str, int] = {}
+    def __init__(self, stages: Sequence[str]) -> None:
+        self._stages: dict[str, Histogram] = {s: Histogram() for s in stages}
         self._lock = threading.Lock()
-        for s in stages:
-            self._add(s)
-
-    def _add(self, stage: str) -> None:
-        with self._lock:
-            if stage not in self._stages:
-                self._warm[stage] = Histogram()
-                self._seen[stage] = 0
-                self._stages[stage] = Histogram()
-
-    @property
-    def stages(self) -> list[str]:
-        return list(self._stages)
 
     def record(self, stage: str, ns: int) -> None:
         """Record one duration of `stage` (unknown stages are added on first use)."""
-        seen = self._seen.get(stage)
-        if seen is None:
-            self._add(stage)
-            seen = 0
-        if seen < self.warmup:
-            self._seen[stage] = seen + 1
-            self._warm[stage].record_ns(ns)
-        else:
-            self._stages[stage].record_ns(ns)
-
-    def histogram(self, stage: str) -> Histogram:
-        return self._stages[stage]
-
-    def in_warmup(self, stage: str) -> bool:
-        return self._seen.get(stage, 0) < self.warmup
+        h = self._stages.get(stage)
+        if h is None:
+            with self._lock:
+                h = self._stages.setdefault(stage, Histogram())
+        h.record_ns(ns)
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
-        """{stage: Histogram.summary()} of the timed (post-warm-up) samples."""
-        return {s: h.summary() for s, h in self._stages.items()}
+        """{stage: Histogram.summary()}."""
+        return {s: h.summary() for s, h in list(self._stages.items())}
 
-    def warmup_summary(self) -> dict[str, dict[str, float | int | None]]:
-        """{stage: Histogram.summary()} of the warm-up samples only."""
-        return {s: h.summary() for s, h in self._warm.items()}
-
-    def reset(self, include_warmup: bool = False) -> None:
-        """Clear the timed histograms (and the warm-up ones and counters when asked)."""
-        for h in self._stages.values():
+    def reset(self) -> None:
+        """Clear every stage's samples."""
+        for h in list(self._stages.values()):
             h.reset()
-        if include_warmup:
-            for s, h in self._warm.items():
-                h.reset()
-                self._seen[s] = 0

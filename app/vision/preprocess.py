@@ -181,10 +181,6 @@ class Preprocessor:
         return x[0, y0 : y0 + nh, x0 : x0 + nw, :]
 
     # --- per frame -------------------------------------------------------------------------------
-    def transform_for(self, frame_w: int, frame_h: int) -> Transform:
-        """The Transform frames of this size get (cached)."""
-        return self._get_plan(frame_w, frame_h).transform
-
     def _get_plan(self, w: int, h: int) -> _Plan:
         if (w, h) == self._key and self._plan is not None:
             return self._plan
