@@ -1,10 +1,10 @@
 """The fleet monitor: an MQTT 5 subscriber that feeds the registry, cheaply, and never crashes on input.
 
-Ingest cost per message (measured on the dev machine, see docs/fleet.md): JSON parse ~3 us, topic parse
-~1 us, registry update ~2 us; full JSON Schema validation ~85 us (detections) and ~315 us (metrics).
-So status and bench are always fully validated, while metrics and detections get a cheap structural
-check on every message and full validation on the first message of each device and every
-`validate_every`-th message after that (1 = validate everything).
+Full JSON Schema validation costs several times the rest of the ingest path (figures, their date and
+the command that reproduces them: docs/fleet.md, "Ingest cost and validation"). So status and bench are
+always fully validated, while metrics and detections get a cheap structural check on every message and
+full validation on the first message of each device and every `validate_every`-th message after that
+(1 = validate everything).
 """
 
 from __future__ import annotations

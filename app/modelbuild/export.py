@@ -75,7 +75,7 @@ def export_pte_int8(
     """PT2E static int8 (XNNPACKQuantizer, per-channel symmetric weights), calibrated; returns #samples.
 
     clamp_min {output index: floor}: raise the observed minimum of that output's producers to the floor
-    (see tflite_int8.quantize_tflite_int8: shrinks the score logits' int8 step ~14x)."""
+    (see tflite_int8.quantize_tflite_int8 and docs/models.md, "Score-logit floor": a finer score step)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
