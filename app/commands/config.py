@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 from importlib import resources
 
+from app.commands.actions import Actions, option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="show, check or print an example configuration")
-    verbs = p.add_subparsers(dest="config_verb", metavar="ACTION", required=True)
-    show = verbs.add_parser("show", help="print the effective config as TOML")
-    show.add_argument("--config", help="TOML config file")
-    show.set_defaults(func=_show)
-    check = verbs.add_parser("check", help="validate a config file (exit 2 with the reason)")
-    check.add_argument("--config", help="TOML config file")
-    check.set_defaults(func=_check)
-    example = verbs.add_parser("example", help="print a commented example config that validates")
-    example.set_defaults(func=_example)
+    verbs = Actions(p, "config_verb", (option("--config", help="TOML config file"),))
+    verbs.add("show", help="print the effective config as TOML").set_defaults(func=_show)
+    verbs.add("check", help="validate a config file (exit 2 with the reason)").set_defaults(func=_check)
+    verbs.add("example", help="print a commented example config that validates").set_defaults(func=_example)
 
 
 def example_text() -> str:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.commands.actions import Actions, Option, option
 from app.errors import ConfigError
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -21,15 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="monitor a fleet of Lookout devices over MQTT",
         description="Subscribe to lookout/+/{status,metrics,detections,bench} and show the fleet live.",
     )
-    _monitor_options(p)
     p.add_argument("--once", action="store_true", help="collect for --wait seconds, print once, exit")
     p.add_argument(
         "--headless",
         action="store_true",
         help="no live view (default when stdout is not a terminal, e.g. under systemd): log a summary line",
-    )
-    p.add_argument(
-        "--log-interval", type=float, default=60.0, metavar="S", help="headless: seconds between lines"
     )
     p.add_argument("--wait", type=float, default=5.0, help="seconds to collect with --once")
     p.add_argument(
@@ -39,27 +36,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stats-json", metavar="FILE", help="with --once: write ingest statistics (lag, malformed) here"
     )
-    p.set_defaults(func=run, fleet_verb=None)
+    p.set_defaults(func=run)
 
-    sub = p.add_subparsers(dest="fleet_verb", metavar="report|serve")
-    r = sub.add_parser("report", help="write index.html with per-device charts from the history")
+    # the monitor's options: for the live view (`fleet`) and `fleet serve`, before or after the action
+    sub = Actions(p, "fleet_verb", _monitor_options(), required=False, metavar="report|serve")
+    r = sub.add(
+        "report",
+        only=("--db", "--p90-alert-ms"),
+        help="write index.html with per-device charts from the history",
+    )
     r.add_argument("--since", default="24h", help="window to chart, e.g. 1h, 24h, 7d")
     r.add_argument("--out", required=True, help="output directory")
-    r.add_argument(
-        "--db",
-        dest="report_db",
-        help="history: SQLite file or postgresql://... (default: <state dir>/fleet.sqlite)",
-    )
-    r.add_argument("--p90-alert-ms", dest="report_p90_alert_ms", type=float, default=None)
     r.add_argument("--max-charts", type=int, default=100, help="chart at most N devices (alerted first)")
 
-    sv = sub.add_parser(
+    sv = sub.add(
         "serve",
         help="monitor + web pages, JSON API and Prometheus /metrics in one process",
         description="Run the monitor and an HTTP server: / (live fleet table), /devices/<id>, /runtimes, "
-        "/api/..., /metrics. Monitor options go after `serve`.",
+        "/api/..., /metrics.",
     )
-    _monitor_options(sv)
     sv.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="listen address")
     sv.add_argument(
         "--auth-token-file",
@@ -67,39 +62,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="bearer token required for everything but /static (needed to bind beyond loopback)",
     )
     sv.add_argument("--refresh", type=float, default=1.0, metavar="S", help="live page update interval")
-    sv.add_argument(
-        "--log-interval", type=float, default=60.0, metavar="S", help="seconds between summary lines"
-    )
 
 
-def _monitor_options(p: argparse.ArgumentParser) -> None:
+def _monitor_options() -> tuple[Option, ...]:
     """The monitor's options, shared by the live view (`fleet`) and `fleet serve`."""
     from app.fleet.view import SORT_KEYS
 
-    p.add_argument("--broker", default=DEFAULT_BROKER, help="mqtt://[user:pass@]host[:port] or mqtts://...")
-    p.add_argument("--ca-file", help="CA certificate for mqtts://")
-    p.add_argument("--prefix", default="lookout", help="topic prefix (default: lookout)")
-    p.add_argument("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections")
-    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)")
-    p.add_argument("--sort", default="id", choices=sorted(SORT_KEYS), help="sort key of the live view")
-    p.add_argument("--p90-alert-ms", type=float, default=100.0, help="highlight inference p90 above this")
-    p.add_argument(
-        "--stale-s", type=float, default=60.0, help="alert when an online device is silent this long"
-    )
-    p.add_argument(
-        "--db",
-        help="history: a SQLite file or postgresql://user@host/db (default: <state dir>/fleet.sqlite)",
-    )
-    p.add_argument("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)")
-    p.add_argument(
-        "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
-    )
-    p.add_argument("--validate-every", type=int, default=10,
-                   help="full JSON Schema check of every Nth metrics/detections message (1 = all)")  # fmt: skip
-    p.add_argument(
-        "--monitor-id",
-        default=socket.gethostname(),
-        help="name written with each history row (default: host name; set it when one host runs several)",
+    return (
+        option("--broker", default=DEFAULT_BROKER, help="mqtt://[user:pass@]host[:port] or mqtts://..."),
+        option("--ca-file", help="CA certificate for mqtts://"),
+        option("--prefix", default="lookout", help="topic prefix (default: lookout)"),
+        option("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections"),
+        option("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)"),
+        option("--sort", default="id", choices=sorted(SORT_KEYS), help="sort key of the live view"),
+        option("--p90-alert-ms", type=float, default=100.0, help="highlight inference p90 above this"),
+        option("--stale-s", type=float, default=60.0, help="alert when an online device is silent this long"),
+        option(
+            "--db",
+            help="history: a SQLite file or postgresql://user@host/db (default: <state dir>/fleet.sqlite)",
+        ),
+        option("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)"),
+        option(
+            "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
+        ),
+        option(
+            "--validate-every",
+            type=int,
+            default=10,
+            help="full JSON Schema check of every Nth metrics/detections message (1 = all)",
+        ),
+        option(
+            "--monitor-id",
+            default=socket.gethostname(),
+            help="name written with each history row (default: host name; set it when one host runs several)",
+        ),
+        option(
+            "--log-interval",
+            type=float,
+            default=60.0,
+            metavar="S",
+            help="seconds between summary lines (headless live view and serve)",
+        ),
     )
 
 
@@ -252,14 +255,13 @@ def _report(args: argparse.Namespace) -> int:
     from app.fleet.store import Store, is_postgres, parse_duration
 
     since_s = parse_duration(args.since)
-    db = str(args.report_db or args.db or _default_db())
+    db = str(args.db or _default_db())
     if not is_postgres(db) and not Path(db).exists():
         raise ConfigError(f"fleet database {db} does not exist (run `lookout fleet` with --db first)")
     store = Store(db)
     try:
-        alert = args.report_p90_alert_ms if args.report_p90_alert_ms is not None else args.p90_alert_ms
         index = write_report(
-            store, Path(args.out), since_s=since_s, p90_alert_ms=alert, max_charts=args.max_charts
+            store, Path(args.out), since_s=since_s, p90_alert_ms=args.p90_alert_ms, max_charts=args.max_charts
         )
     finally:
         store.close()

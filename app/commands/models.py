@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.commands.actions import Actions, option
 from app.config import default_models_dir
 from app.errors import ArtifactError, LookoutError
 from app.zoo import Manifest, import_edgetpu, list_manifests, load_manifest
@@ -13,18 +14,18 @@ from app.zoo import Manifest, import_edgetpu, list_manifests, load_manifest
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="list, build, verify and import model artifacts")
-    parser.add_argument(
+    models_dir = option(
         "--models-dir", type=Path, default=None, help="models folder (default: the checkout's models/)"
     )
-    sub = parser.add_subparsers(dest="models_verb", metavar="ACTION", required=True)
-    sub.add_parser("list", help="table of models and their artifacts")
-    b = sub.add_parser("build", help="build derived artifacts (cached by content hash)")
+    sub = Actions(parser, "models_verb", (models_dir,))
+    sub.add("list", help="table of models and their artifacts")
+    b = sub.add("build", help="build derived artifacts (cached by content hash)")
     b.add_argument("names", nargs="*", metavar="NAME")
     b.add_argument("--force", action="store_true", help="rebuild even when up to date")
     b.add_argument("--only", action="append", metavar="KEY", help="artifact key(s) to build, e.g. pte")
-    v = sub.add_parser("verify", help="check every artifact's sha256 (exit 2 on any mismatch)")
+    v = sub.add("verify", help="check every artifact's sha256 (exit 2 on any mismatch)")
     v.add_argument("names", nargs="*", metavar="NAME")
-    i = sub.add_parser("import", help="add a compiled *_edgetpu.tflite to a model as artifact 'edgetpu'")
+    i = sub.add("import", help="add a compiled *_edgetpu.tflite to a model as artifact 'edgetpu'")
     i.add_argument("name", metavar="NAME")
     i.add_argument("file", type=Path, metavar="FILE")
     parser.set_defaults(func=run)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from app import __version__
 
@@ -41,3 +45,54 @@ def test_missing_config_file_exits_2(lookout_cmd: list[str], clean_env: dict, tm
     assert proc.returncode == 2
     assert "nope.toml" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# (verb, action argv, shared option, value, namespace attribute, converted value)
+SHARED_OPTIONS = [
+    ("models", ["verify"], "--models-dir", "/srv/models", "models_dir", Path("/srv/models")),
+    ("config", ["check"], "--config", "/etc/lookout/x.toml", "config", "/etc/lookout/x.toml"),
+    ("fleet", ["report", "--out", "o"], "--db", "/var/f.sqlite", "db", "/var/f.sqlite"),
+    ("fleet", ["serve"], "--broker", "mqtt://b:1884", "broker", "mqtt://b:1884"),
+    ("fleet", ["serve"], "--log-interval", "5", "log_interval", 5.0),
+]
+
+
+def _verbs_with_actions() -> set[str]:
+    from app.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        name
+        for name, p in verbs.choices.items()
+        if any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+    }
+
+
+def test_every_verb_with_actions_is_covered() -> None:
+    assert _verbs_with_actions() == {case[0] for case in SHARED_OPTIONS}
+
+
+@pytest.mark.parametrize(("verb", "action", "flag", "value", "attr", "want"), SHARED_OPTIONS)
+def test_shared_options_work_before_and_after_the_action(
+    verb: str, action: list[str], flag: str, value: str, attr: str, want: object
+) -> None:
+    from app.cli import build_parser
+
+    parse = build_parser().parse_args
+    after = parse([verb, *action, flag, value])
+    before = parse([verb, flag, value, *action])
+    assert getattr(after, attr) == getattr(before, attr) == want
+    assert getattr(parse([verb, *action]), attr) != want  # not given: the verb's default is there
+    assert getattr(parse([verb, flag, "7", *action, flag, value]), attr) == want  # after wins
+
+
+def test_models_verify_honours_models_dir_after_the_action(
+    lookout_cmd: list[str], clean_env: dict, tmp_path: Path, models_dir: Path
+) -> None:
+    for argv in (["verify", "--models-dir", str(tmp_path)], ["--models-dir", str(tmp_path), "verify"]):
+        proc = run([*lookout_cmd, "models", *argv], clean_env)
+        assert proc.returncode == 2 and f"no models found in {tmp_path}" in proc.stderr, proc.stderr
+    ok = run(
+        [*lookout_cmd, "models", "verify", "blazeface-short", "--models-dir", str(models_dir)], clean_env
+    )
+    assert ok.returncode == 0, ok.stderr
