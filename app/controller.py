@@ -3,7 +3,7 @@
 Runs on telemetry's command worker thread, never on the pipeline's. A swap builds and warms the new
 engine beside the running one and switches between two frames; any failure leaves the old one running.
 A runtime whose libraries are not imported in this process yet is loaded in a child process
-(`isolate`): importing torch holds the GIL for up to half a second at a time and would stall the
+(`isolate`): importing torch holds the GIL for long stretches (docs/pipeline.md) and would stall the
 camera pipeline. Runtime options follow the one switching rule (`switch_runtime`): what the config
 file says for the target type, else that type's defaults with the shared options.
 """

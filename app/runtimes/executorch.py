@@ -52,9 +52,9 @@ def _bindings() -> Any:
     """ExecuTorch's pybindings module (the objects behind ``executorch.runtime``).
 
     ``executorch.runtime`` reaches them through ``portable_lib``, which also imports ``executorch.exir``
-    (the whole export stack: ~4.5 s of imports on x86, far more on a Pi). Importing the ``_C``
-    extension directly after torch gives the same ``_load_program``/``ExecuTorchProgram`` objects in
-    ~2 s; portable_lib is the fallback should ``_C`` move.
+    (the whole export stack, seconds of imports; figures in docs/runtimes.md). Importing the ``_C``
+    extension directly after torch gives the same ``_load_program``/``ExecuTorchProgram`` objects far
+    sooner; portable_lib is the fallback should ``_C`` move.
     """
     try:
         import torch  # noqa: F401 - _C links against libtorch's kernels

@@ -1,6 +1,7 @@
 """Run any runtime in a child process; tensors cross through one shared memory map.
 
-Why: importing torch holds the GIL for up to ~0.5 s at a time (C extension initialisation), so loading
+Why: importing torch holds the GIL for long stretches (C extension initialisation; measured in
+docs/pipeline.md), so loading
 ExecuTorch or the lite interpreter inside a running service stalls its camera pipeline; and ExecuTorch can
 abort() the whole process on a corrupt program. In a child, imports and crashes stay there. Per inference
 the parent copies the input into the map, writes one byte down a pipe and blocks (GIL released) until the
