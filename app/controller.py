@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.config import LookoutConfig, validate_config
-from app.engine import build_engine
+from app.engine import engine_for
 from app.errors import LookoutError
 from app.runtimes.base import get_runtime_class, switch_runtime
 
@@ -85,15 +85,7 @@ class Controller:
             table["isolate"] = bool(table.get("isolate")) or needs_isolation(runtime)
             data["runtime"] = table
             new_cfg = validate_config(data, "swap command")
-            new = build_engine(
-                new_cfg.model,
-                new_cfg.runtime,
-                new_cfg.models_dir,
-                score_threshold=self.settings.score_threshold,
-                warmup=new_cfg.pipeline.warmup,
-                queue_size=new_cfg.pipeline.queue_size,
-                roots=self.roots,
-            )
+            new = engine_for(new_cfg, self.roots, self.settings.score_threshold)
             old = self.pipeline.swap_engine(new)
             self.cfg = new_cfg
             record = {

@@ -19,6 +19,7 @@ import numpy as np
 from app.detection import Detection
 
 if TYPE_CHECKING:
+    from app.config import LookoutConfig
     from app.hostroots import HostRoots
     from app.runtimes.base import RuntimeConfig, TensorSpec
     from app.runtimes.selection import OpenedRuntime
@@ -128,6 +129,19 @@ def build_engine(
         opened.runtime.close()
         raise
     return engine
+
+
+def engine_for(cfg: LookoutConfig, roots: HostRoots, score_threshold: float | None) -> Engine:
+    """The engine a config describes (model, runtime, warm-up, queue size) with this threshold override."""
+    return build_engine(
+        cfg.model,
+        cfg.runtime,
+        cfg.models_dir,
+        score_threshold=score_threshold,
+        warmup=cfg.pipeline.warmup,
+        queue_size=cfg.pipeline.queue_size,
+        roots=roots,
+    )
 
 
 def _warm_up(engine: Engine, n: int, frame: np.ndarray | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from app import sdnotify
 from app.config import LookoutConfig
 from app.controller import Controller
-from app.engine import build_engine
+from app.engine import engine_for
 from app.hostroots import HostRoots
 from app.pipeline import STAGES, FrameResult, Pipeline
 from app.run_report import build_report, write_report
@@ -81,15 +81,7 @@ class Service:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
 
-        engine = build_engine(
-            cfg.model,
-            cfg.runtime,
-            cfg.models_dir,
-            score_threshold=cfg.pipeline.score_threshold,
-            warmup=cfg.pipeline.warmup,
-            queue_size=cfg.pipeline.queue_size,
-            roots=self.roots,
-        )
+        engine = engine_for(cfg, self.roots, cfg.pipeline.score_threshold)
         source = open_source(cfg.source, cfg.reconnect, on_state=self.status.on_source_state)
         measured = DeviceMeasurements(STAGES, cfg.meter, self.roots)
         watchdog = sdnotify.Watchdog()
