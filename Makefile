@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a real browser and a real PostgreSQL for the fleet web pages and the shared fleet history.
 APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck chromium fonts-dejavu-core postgresql
 
-.PHONY: demo test venv system-deps models lint pytest bench clean
+.PHONY: demo test venv system-deps models schemas lint pytest bench clean
 
 demo: venv models
 	$(BIN)/lookout sim --devices 3 --duration 60
@@ -36,6 +36,10 @@ system-deps:
 models: venv
 	$(BIN)/lookout models build
 	$(BIN)/lookout models verify
+
+# The JSON Schemas in app/telemetry/schemas/ are generated from the payload models (app/telemetry/contract.py).
+schemas: venv
+	$(BIN)/python -m app.telemetry.schemas --write
 
 lint: venv
 	$(BIN)/ruff check .
