@@ -642,26 +642,30 @@ def metrics(
     runtime: str,
     model: str,
 ) -> Metrics:
-    """One metrics interval from plain data: rates, stage percentiles, energy summary, health snapshot."""
-    return Metrics(
-        ts=ts,
-        fps=round(fps, 2),
-        latency_ms=dict(latency_ms),
-        power_w=energy.get("power_w"),
-        power_source=energy.get("power_source") or "none: no power meter",
-        energy_mj_per_inference=energy.get("energy_mj_per_inference"),
-        temp_c=health.get("temp_c"),
-        temps=dict(health.get("temps") or {}),
-        cpu_percent=health.get("cpu_percent"),
-        rss_mb=health.get("rss_mb"),
-        dropped_frames=dropped_frames,
-        spool_depth=spool_depth,
-        spool_dropped=spool_dropped,
-        runtime=runtime,
-        model=model,
-        throttled=health.get("throttled"),
-        reasons=dict(health.get("reasons") or {}),
-    )
+    """One metrics interval from plain data: rates, stage percentiles, energy summary, health snapshot
+    (ContractError when a figure does not fit)."""
+    return build(
+        "metrics",
+        {
+            "ts": ts,
+            "fps": round(fps, 2),
+            "latency_ms": dict(latency_ms),
+            "power_w": energy.get("power_w"),
+            "power_source": energy.get("power_source") or "none: no power meter",
+            "energy_mj_per_inference": energy.get("energy_mj_per_inference"),
+            "temp_c": health.get("temp_c"),
+            "temps": dict(health.get("temps") or {}),
+            "cpu_percent": health.get("cpu_percent"),
+            "rss_mb": health.get("rss_mb"),
+            "dropped_frames": dropped_frames,
+            "spool_depth": spool_depth,
+            "spool_dropped": spool_dropped,
+            "runtime": runtime,
+            "model": model,
+            "throttled": health.get("throttled"),
+            "reasons": dict(health.get("reasons") or {}),
+        },
+    )  # type: ignore[return-value]
 
 
 def status_fields(
