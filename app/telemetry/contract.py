@@ -461,6 +461,7 @@ class CommandReply(Payload):
     response topic of the request, with its correlation data."""
 
     topic: ClassVar[str] = "<prefix>/<device_id>/cmd/<verb>/reply (QoS 1)"
+    _drop_unset: ClassVar[frozenset[str]] = frozenset({"fallback"})  # a swap's reply sets it, null or not
 
     ok: bool
     verb: str
@@ -469,8 +470,8 @@ class CommandReply(Payload):
     error: str | Absent = Field(default=None, min_length=1, description="why it failed (ok=false only)")
     from_: EngineRef | Absent = Field(default=None, alias="from", description="swap: what ran before")
     to: EngineRef | Absent = Field(default=None, description="swap: what runs now")
-    fallback: Fallback | Absent = Field(
-        default=None, description="swap: why the runtime is not the requested one"
+    fallback: Fallback | None = Field(
+        default=None, description="swap: null, or why the runtime is not the requested one"
     )
     load_s: NonNegFloat | Absent = Field(default=None, description="swap: load and warm-up time, s")
     applied: AppliedConfig | Absent = Field(default=None, description="config: what changed")
