@@ -256,7 +256,8 @@ def _print_once(args: argparse.Namespace, monitor: object) -> int:
     if not stats["connected"] and not rows:
         from app.telemetry.broker_url import redact_url
 
-        raise ConfigError(f"no connection to broker {redact_url(args.broker)} within {args.wait:g} s")
+        why = f": {monitor.stats.last_error}" if monitor.stats.last_error else ""  # type: ignore[attr-defined]
+        raise ConfigError(f"no connection to broker {redact_url(args.broker)} within {args.wait:g} s{why}")
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -40,6 +40,7 @@ class MonitorStats:
     history_errors: int = 0
     lag: LagHistogram = field(default_factory=LagHistogram)
     connected: bool = False
+    last_error: str | None = None  # why the broker last refused us (e.g. "Not authorized")
     last_rx: float = 0.0
     started: float = field(default_factory=time.time)
     cpu_started: float = field(default_factory=time.process_time)
@@ -204,6 +205,7 @@ class Monitor:
 
         def on_connect(c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
             if reason.is_failure:
+                self.stats.last_error = f"the broker refused the connection: {reason}"
                 log.error("broker refused the connection: %s", reason)
                 return
             self.stats.connected = True
