@@ -209,7 +209,11 @@ def test_pmic_through_the_vcgencmd_stand_in(pi_board, fixtures_dir: Path) -> Non
     want = rails_power_w(parse_pmic_adc((fixtures_dir / "pmic_read_adc_pi5.txt").read_text()))
     assert m.available and m.read_power_w() == pytest.approx(want)
     m = make_meter(RpiPmicMeter(vcgencmd=str(pi4.bin / "vcgencmd")))
-    assert not m.available and m.source.startswith("rpi_pmic unavailable:") and "Command not registered" in m.source
+    assert (
+        not m.available
+        and m.source.startswith("rpi_pmic unavailable:")
+        and "Command not registered" in m.source
+    )
     pi5.hang("pmic_read_adc")
     m = make_meter(RpiPmicMeter(vcgencmd=str(pi5.bin / "vcgencmd")))
     assert not m.available and "timed out after 2 s" in m.source
