@@ -112,7 +112,10 @@ def test_shared_subscription_splits_metrics_and_detections_between_monitors(
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             got = sum(m.stats.received["detections"] for m in monitors)
-            if got >= published["detections"]:
+            # the final `stopped` statuses travel on another subscription than the shared detections:
+            # their arrival is not ordered with the last detections, so wait for both
+            stopped = all(sum(r["state"] == "stopped" for r in m.registry.snapshot()) == 6 for m in monitors)
+            if got >= published["detections"] and stopped:
                 break
             time.sleep(0.1)
     finally:
