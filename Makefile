@@ -52,6 +52,7 @@ bench: venv models
 	$(BIN)/lookout bench --model blazeface-short --runtime tflite,executorch,torchscript-lite --frames 300 --json out/bench.json --plot out/bench.png
 	$(BIN)/python scripts/bench_pipeline.py
 	$(BIN)/python scripts/bench_vs_invoke.py
+	$(BIN)/python scripts/bench_hot_swap.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
