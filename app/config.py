@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     TypeAdapter,
@@ -26,13 +25,14 @@ from pydantic import (
 )
 
 from app.errors import ConfigError
+from app.finite import MODEL_CONFIG
 from app.runtimes.base import RuntimeConfig, switch_runtime
 
 SEARCH_PATHS = (Path("lookout.toml"), Path("/etc/lookout/config.toml"))
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = MODEL_CONFIG  # unknown keys and non-finite numbers are errors
 
 
 # --- sources -------------------------------------------------------------------------------------

@@ -178,12 +178,13 @@ class Service:
     def _main_loop(self, measured: DeviceMeasurements, watchdog: sdnotify.Watchdog) -> None:
         pipe, settings = self.pipeline, self.controller.settings  # type: ignore[union-attr]
         assert pipe is not None
-        next_metrics = time.monotonic() + settings.metrics_interval_s
+        last_metrics = time.monotonic()
         while pipe.running and not self._stop.wait(0.2):
             if self.status.source.state == "degraded":
                 watchdog.beat()  # the capture thread is alive and reconnecting: not hung
-            if time.monotonic() >= next_metrics:
-                next_metrics = time.monotonic() + settings.metrics_interval_s
+            # the interval is read each time: a `config` command changes it from the next tick on
+            if time.monotonic() - last_metrics >= settings.metrics_interval_s:
+                last_metrics = time.monotonic()
                 if self.telemetry is not None:
                     self._publish_metrics(measured)
                 self.status.notify()

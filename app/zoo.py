@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
 
 from app.errors import ArtifactError
+from app.finite import MODEL_CONFIG
 from app.tomlwrite import toml_key, toml_value
 
 MANIFEST = "model.toml"
@@ -23,7 +24,7 @@ EDGETPU_MARKER = b"edgetpu-custom-op"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = MODEL_CONFIG
 
 
 class InputSpec(_Strict):

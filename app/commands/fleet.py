@@ -13,6 +13,7 @@ from typing import Any
 
 from app.commands.actions import Actions, Option, option
 from app.errors import ConfigError
+from app.finite import finite_float
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 PASSWORD_ENV = "LOOKOUT_MQTT_PASSWORD"
@@ -30,9 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no live view (default when stdout is not a terminal, e.g. under systemd): log a summary line",
     )
-    p.add_argument("--wait", type=float, default=5.0, help="seconds to collect with --once")
+    p.add_argument("--wait", type=finite_float, default=5.0, help="seconds to collect with --once")
     p.add_argument(
-        "--idle-exit", type=float, metavar="S", help="with --once: stop early after S s without messages"
+        "--idle-exit",
+        type=finite_float,
+        metavar="S",
+        help="with --once: stop early after S s without messages",
     )
     p.add_argument("--json", action="store_true", help="with --once: print the registry as a JSON list")
     p.add_argument(
@@ -63,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="bearer token required for everything but /static (needed to bind beyond loopback)",
     )
-    sv.add_argument("--refresh", type=float, default=1.0, metavar="S", help="live page update interval")
+    sv.add_argument(
+        "--refresh", type=finite_float, default=1.0, metavar="S", help="live page update interval"
+    )
 
 
 def _monitor_options() -> tuple[Option, ...]:
@@ -82,15 +88,23 @@ def _monitor_options() -> tuple[Option, ...]:
         option("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections"),
         option("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)"),
         option("--sort", default="id", choices=sorted(SORT_KEYS), help="sort key of the live view"),
-        option("--p90-alert-ms", type=float, default=100.0, help="highlight inference p90 above this"),
-        option("--stale-s", type=float, default=60.0, help="alert when an online device is silent this long"),
+        option("--p90-alert-ms", type=finite_float, default=100.0, help="highlight inference p90 above this"),
+        option(
+            "--stale-s",
+            type=finite_float,
+            default=60.0,
+            help="alert when an online device is silent this long",
+        ),
         option(
             "--db",
             help="history: a SQLite file or postgresql://user@host/db (default: <state dir>/fleet.sqlite)",
         ),
         option("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)"),
         option(
-            "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
+            "--history-interval",
+            type=finite_float,
+            default=10.0,
+            help="seconds between history rows per device",
         ),
         option(
             "--monitor-id",
@@ -99,7 +113,7 @@ def _monitor_options() -> tuple[Option, ...]:
         ),
         option(
             "--log-interval",
-            type=float,
+            type=finite_float,
             default=60.0,
             metavar="S",
             help="seconds between summary lines (headless live view and serve)",
