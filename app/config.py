@@ -30,6 +30,14 @@ from app.runtimes.base import RuntimeConfig, switch_runtime
 
 SEARCH_PATHS = (Path("lookout.toml"), Path("/etc/lookout/config.toml"))
 
+#: Frame rates a camera or the `fps` cap may have: one frame per 100 s to 1000 per second.
+FPS_MIN, FPS_MAX = 0.01, 1000.0
+
+
+def frame_rate(default: float | None, description: str) -> Any:
+    """A frame-rate field, bounded to [FPS_MIN, FPS_MAX] (a rate of 1e-300 overflows the frame period)."""
+    return Field(default=default, ge=FPS_MIN, le=FPS_MAX, description=description)
+
 
 class Strict(BaseModel):
     model_config = MODEL_CONFIG  # unknown keys and non-finite numbers are errors
@@ -53,7 +61,7 @@ class Picamera2Source(Strict):
     camera: int = Field(default=0, ge=0)
     width: int = Field(default=640, ge=1)
     height: int = Field(default=480, ge=1)
-    fps: float = Field(default=30.0, gt=0)
+    fps: float = frame_rate(30.0, "sensor frame rate")
 
 
 class ImagesSource(Strict):
@@ -124,7 +132,7 @@ class PipelineConfig(Strict):
     score_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="override the model manifest's score threshold"
     )
-    fps: float | None = Field(default=None, gt=0, description="cap the capture rate")
+    fps: float | None = frame_rate(None, "cap the capture rate (frames per second)")
     max_frames: int | None = Field(default=None, ge=1)
     warmup: int = Field(default=5, ge=0, description="inferences run before timing starts")
     queue_size: int = Field(default=2, ge=1, le=64)

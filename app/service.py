@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIVE_SOURCES = ("picamera2",)
+STALL_S = 15.0  # without a systemd watchdog: a call lasting this long is reported as a stall
 
 
 @dataclass
@@ -99,7 +100,6 @@ class Service:
             max_frames=cfg.pipeline.max_frames,
             queue_size=cfg.pipeline.queue_size,
             on_infer=measured.on_infer,
-            on_frame=watchdog.beat,
         )
         self.status.pipeline = pipeline
         self.controller = controller = Controller(cfg, pipeline, self.status, self.roots)
@@ -176,12 +176,19 @@ class Service:
         )
 
     def _main_loop(self, measured: DeviceMeasurements, watchdog: sdnotify.Watchdog) -> None:
+        """Metrics on time, and the watchdog fed while the pipeline is live (at any frame rate)."""
         pipe, settings = self.pipeline, self.controller.settings  # type: ignore[union-attr]
         assert pipe is not None
+        # a call that lasts half the watchdog interval counts as hung: systemd restarts us within
+        # 1.5 intervals of the hang. Without a watchdog the same check is only logged and published.
+        stall_s = watchdog.interval_s / 2 if watchdog.enabled else STALL_S  # type: ignore[operator]
+        tick = min(0.2, stall_s / 4)
         last_metrics = time.monotonic()
-        while pipe.running and not self._stop.wait(0.2):
-            if self.status.source.state == "degraded":
-                watchdog.beat()  # the capture thread is alive and reconnecting: not hung
+        while pipe.running and not self._stop.wait(tick):
+            stall = pipe.stalled(stall_s)
+            if stall is None:
+                watchdog.beat()
+            self.status.on_stall(stall)
             # the interval is read each time: a `config` command changes it from the next tick on
             if time.monotonic() - last_metrics >= settings.metrics_interval_s:
                 last_metrics = time.monotonic()
