@@ -25,6 +25,7 @@ from app.pipeline import STAGES, FrameResult, Pipeline
 from app.run_report import build_report, write_report
 from app.status import DeviceStatus
 from app.telemetry import contract
+from app.telemetry.spool import ensure_state_dir
 
 if TYPE_CHECKING:
     from app.measure.device import DeviceMeasurements
@@ -81,7 +82,7 @@ class Service:
         from app.vision.sources import open_source
 
         cfg = self.cfg
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(cfg.state_dir)
         if self.options.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
@@ -171,6 +172,7 @@ class Service:
             dropped_frames=pipe.dropped_frames,
             spool_depth=stats["spool_depth"],
             spool_dropped=stats["dropped"],
+            spool_drop_reasons=stats["dropped_reasons"],
             runtime=pipe.engine.runtime,
             model=pipe.engine.model,
         )

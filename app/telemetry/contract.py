@@ -172,7 +172,13 @@ class Status(Payload):
     reason: str | Absent = Field(default=None, description="why the state is degraded")
     spool_depth: NonNegInt | Absent = Field(default=None, description="messages waiting in the spool")
     spool_dropped: NonNegInt | Absent = Field(
-        default=None, description="messages dropped by the spool's drop policy since the spool was created"
+        default=None,
+        description="messages lost since the spool was created: dropped by its bounds, or not kept "
+        "(e.g. disk full) while the broker was unreachable",
+    )
+    spool_drop_reasons: dict[str, NonNegInt] | Absent = Field(
+        default=None,
+        description="spool_dropped by reason: max_messages, max_age_s, disk full, spool error: ...",
     )
 
     @model_validator(mode="after")
@@ -290,7 +296,14 @@ class Metrics(Payload):
     rss_mb: NonNegFloat | None
     dropped_frames: NonNegInt | None
     spool_depth: NonNegInt
-    spool_dropped: NonNegInt = Field(description="messages dropped by the spool's drop policy")
+    spool_dropped: NonNegInt = Field(
+        description="messages lost: dropped by the spool's bounds, or not kept (e.g. disk full) while the "
+        "broker was unreachable"
+    )
+    spool_drop_reasons: dict[str, NonNegInt] = Field(
+        default_factory=dict,
+        description="spool_dropped by reason: max_messages, max_age_s, disk full, spool error: ...",
+    )
     runtime: str
     model: str
     throttled: Throttling | None = Field(description="Raspberry Pi throttling, null where unknown")
@@ -642,6 +655,7 @@ def metrics(
     spool_dropped: int,
     runtime: str,
     model: str,
+    spool_drop_reasons: Mapping[str, int] | None = None,
 ) -> Metrics:
     """One metrics interval from plain data: rates, stage percentiles, energy summary, health snapshot
     (ContractError when a figure does not fit)."""
@@ -661,6 +675,7 @@ def metrics(
             "dropped_frames": dropped_frames,
             "spool_depth": spool_depth,
             "spool_dropped": spool_dropped,
+            "spool_drop_reasons": dict(spool_drop_reasons or {}),
             "runtime": runtime,
             "model": model,
             "throttled": health.get("throttled"),

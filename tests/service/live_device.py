@@ -60,7 +60,9 @@ class LiveDevice:
                 return got
             if self.proc.poll() is not None:
                 self.stop()
-                raise AssertionError(f"service exited ({self.proc.returncode}) waiting for {label}: {self.stderr[-3000:]}")
+                raise AssertionError(
+                    f"service exited ({self.proc.returncode}) waiting for {label}: {self.stderr[-3000:]}"
+                )
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {label}")
 

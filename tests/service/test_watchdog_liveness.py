@@ -7,6 +7,7 @@ Before: WATCHDOG=1 came once per processed frame, so `--fps 0.02` pinged every 5
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -36,10 +37,8 @@ class Notifications:
     def collect(self, seconds: float, proc: subprocess.Popen) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            try:
+            with contextlib.suppress(TimeoutError):
                 self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
-            except TimeoutError:
-                pass
             assert proc.poll() is None, f"service exited: {proc.communicate()[1][-3000:]}"
 
     def wait_for(self, text: str, timeout_s: float, proc: subprocess.Popen) -> float:
@@ -102,7 +101,9 @@ def test_hung_inference_stops_the_pings_and_they_resume_after(notify, clean_env,
     """Liveness, not a timer: an inference that does not return (its worker process stopped with
     SIGSTOP, as a hung accelerator driver would leave it) stops WATCHDOG=1 while the process lives on."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[runtime]\ntype = "tflite"\nisolate = true\n[source]\ntype = "synthetic"\n[pipeline]\nfps = 10.0\n')
+    cfg.write_text(
+        '[runtime]\ntype = "tflite"\nisolate = true\n[source]\ntype = "synthetic"\n[pipeline]\nfps = 10.0\n'
+    )
     proc = start(["--config", str(cfg)], clean_env, tmp_path, notify)
     worker = None
     try:
@@ -110,7 +111,9 @@ def test_hung_inference_stops_the_pings_and_they_resume_after(notify, clean_env,
         notify.collect(2.5, proc)
         assert len(notify.pings(since=ready)) >= 2
         worker = next(
-            p for p in psutil.Process(proc.pid).children(recursive=True) if "isolated_worker" in " ".join(p.cmdline())
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "isolated_worker" in " ".join(p.cmdline())
         )
         worker.send_signal(signal.SIGSTOP)
         hung = time.monotonic()
