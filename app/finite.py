@@ -4,12 +4,15 @@
   use `MODEL_CONFIG` (`allow_inf_nan=False`). TOML has `nan`/`inf` literals; JSON parsers accept
   `NaN`, `Infinity` and `1e999`; JSON Schema cannot tell NaN from a number, so the models decide.
 - Other command-line numbers use `finite_float` as their argparse type.
+- JSON from the network is parsed with `refuse_constant` (NaN and Infinity literals are not JSON), and
+  JSON we print goes through `json_safe` (a 1e999 that parsed as inf prints as null).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from pydantic import ConfigDict
 
@@ -25,4 +28,21 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def refuse_constant(token: str) -> float:
+    """json.loads `parse_constant` hook: NaN, Infinity and -Infinity are not JSON; refuse them."""
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, ±inf, e.g. parsed from 1e999) replaced by None, so
+    that json.dumps(..., allow_nan=False) succeeds: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     return value

@@ -13,7 +13,7 @@ from typing import Any
 
 from app.commands.actions import Actions, Option, option
 from app.errors import ConfigError
-from app.finite import finite_float
+from app.finite import finite_float, json_safe
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 PASSWORD_ENV = "LOOKOUT_MQTT_PASSWORD"
@@ -228,6 +228,8 @@ def _until_signal(monitor: Any, interval_s: float) -> int:
     import signal
     import threading
 
+    from app.fleet.monitor import missed_warning
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -235,11 +237,13 @@ def _until_signal(monitor: Any, interval_s: float) -> int:
         rows = monitor.registry.snapshot()
         stats = monitor.stats.as_dict()
         alerted = [f"{r['device_id']}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
+        missed = missed_warning(stats.get("missed") or {})
         print(
             f"fleet: {sum(r['online'] for r in rows)}/{len(rows)} online, "
             f"{sum(stats.get('received', {}).values())} msgs, {stats.get('malformed_total', 0)} malformed, "
             f"{stats.get('unsupported_version_total', 0)} unsupported version, "
-            f"{'connected' if stats.get('connected') else 'DISCONNECTED'}; alerts: {' '.join(alerted) or 'none'}",
+            f"{'connected' if stats.get('connected') else 'DISCONNECTED'}; alerts: {' '.join(alerted) or 'none'}"
+            + (f"; {missed}" if missed else ""),
             flush=True,
         )
     return 0
@@ -255,6 +259,7 @@ def _wait(monitor: object, wait_s: float, idle_s: float | None) -> None:
 
 
 def _print_once(args: argparse.Namespace, monitor: object) -> int:
+    from app.fleet.monitor import missed_warning
     from app.fleet.view import render, sort_rows
 
     rows = sort_rows(monitor.registry.snapshot(), args.sort)  # type: ignore[attr-defined]
@@ -266,19 +271,21 @@ def _print_once(args: argparse.Namespace, monitor: object) -> int:
             "seq_gaps": sum(r["seq_gaps"] or 0 for r in rows),
             "seq_dups": sum(r["seq_dups"] or 0 for r in rows),
         }
-        Path(args.stats_json).write_text(json.dumps(stats, indent=1))
+        Path(args.stats_json).write_text(json.dumps(json_safe(stats), indent=1, allow_nan=False))
     if not stats["connected"] and not rows:
         from app.telemetry.broker_url import redact_url
 
         why = f": {monitor.stats.last_error}" if monitor.stats.last_error else ""  # type: ignore[attr-defined]
         raise ConfigError(f"no connection to broker {redact_url(args.broker)} within {args.wait:g} s{why}")
-    if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if args.json:  # JSON has no NaN or Infinity: a non-finite number is null here
+        sys.stdout.write(json.dumps(json_safe(rows), indent=1, allow_nan=False) + "\n")
     else:
         from rich.console import Console
 
         Console().print(render(rows, stats, args.p90_alert_ms))
+    warning = missed_warning(stats["missed"])
+    if warning:
+        print(f"lookout fleet: warning: {warning}", file=sys.stderr)
     return 0
 
 

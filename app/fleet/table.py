@@ -107,13 +107,21 @@ def alert_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def summary(rows: list[dict[str, Any]], stats: dict[str, Any], p90_alert_ms: float) -> str:
-    """The one-line caption: devices online, messages, malformed, lag, alert threshold, connection."""
+    """The one-line caption: devices online, messages, malformed, lag, alert threshold, connection, and
+    what the monitor knows it missed."""
     online = sum(1 for r in rows if r.get("online"))
     lag = stats.get("lag_ms", {})
+    missed = stats.get("missed") or {}
     return (
         f"{online}/{len(rows)} online · msgs {sum(stats.get('received', {}).values())}"
         f" · malformed {stats.get('malformed_total', 0)}"
         f" · unsupported version {stats.get('unsupported_version_total', 0)}"
         f" · lag p99 {num(lag.get('p99_ms'), '.0f')} ms"
         f" · p90 alert > {p90_alert_ms:g} ms · {'connected' if stats.get('connected') else 'DISCONNECTED'}"
+        + (f" · MISSED: broker dropped {missed['broker_dropped']}" if missed.get("broker_dropped") else "")
+        + (
+            f" · MISSED: {missed['devices_without_status']} without status"
+            if missed.get("devices_without_status")
+            else ""
+        )
     )
