@@ -40,7 +40,9 @@ def _strict(text: str) -> object:
 def default_broker() -> Iterator[Broker]:
     """mosquitto with its default per-client limits (the shared fixture lifts them): 20 QoS 1 messages in
     flight and 1000 queued; sys_interval 1 so that $SYS counters are fresh."""
-    b = start_broker("mosquitto", extra_config="max_queued_messages 1000\nmax_inflight_messages 20\nsys_interval 1")
+    b = start_broker(
+        "mosquitto", extra_config="max_queued_messages 1000\nmax_inflight_messages 20\nsys_interval 1"
+    )
     try:
         yield b
     finally:
@@ -80,7 +82,9 @@ def test_ten_thousand_retained_statuses_are_all_listed(default_broker, lookout_c
 
 
 def test_the_monitor_says_when_the_broker_dropped_messages(lookout_cmd, clean_env, tmp_path: Path) -> None:
-    b = start_broker("mosquitto", extra_config="max_queued_messages 10\nmax_inflight_messages 5\nsys_interval 1")
+    b = start_broker(
+        "mosquitto", extra_config="max_queued_messages 10\nmax_inflight_messages 5\nsys_interval 1"
+    )
     try:
         stats = tmp_path / "stats.json"
         proc = subprocess.Popen(_fleet(lookout_cmd, clean_env, b, "--qos", "1", "--wait", "8", "--stats-json", str(stats)),
