@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from app.fleet.monitor import KINDS, Monitor
 from app.fleet.registry import Registry
 from app.fleet.store import Store
-from app.telemetry import schemas
+from app.telemetry import contract
 from app.telemetry.broker import Broker, start_broker
 
 COUNTER = {"status": "n_status", "metrics": "n_metrics", "detections": "n_detections", "bench": "n_bench"}
@@ -41,15 +41,17 @@ json_values = st.recursive(
 )
 
 status = st.one_of(
-    st.just({"state": "offline"}),  # the will
+    st.just({"v": 1, "state": "offline"}),  # the will
     st.fixed_dictionaries(
         {
+            "v": st.just(1),
             "state": st.sampled_from(["online", "degraded", "stopped"]),
             "version": any_text,
             "runtime": st.none() | any_text,
             "model": st.none() | any_text,
             "fallback": st.none()
             | st.fixed_dictionaries({"from": any_text, "to": any_text, "reason": any_text}),
+            "board": st.none() | any_text,
             "started_at": finite,
             "ts": finite,
         },
@@ -57,12 +59,15 @@ status = st.one_of(
             "reason": any_text,
             "spool_depth": st.integers(0, 10**9),
             "spool_dropped": st.integers(0, 10**9),
+            "spool_drop_reasons": st.dictionaries(any_text, st.integers(0, 10**9), max_size=3),
         },
     ),
 )
 percentiles = st.fixed_dictionaries({"p50": maybe_nonneg, "p90": maybe_nonneg, "p99": maybe_nonneg})
+throttling = st.integers(0, 0xFFFFFFFF).map(lambda r: contract.Throttling.from_register(r).model_dump())
 metrics = st.fixed_dictionaries(
     {
+        "v": st.just(1),
         "ts": finite,
         "fps": maybe_nonneg,
         "latency_ms": st.dictionaries(any_text, percentiles, max_size=4),
@@ -70,21 +75,29 @@ metrics = st.fixed_dictionaries(
         "power_source": st.text(min_size=1, max_size=30),
         "energy_mj_per_inference": maybe_nonneg,
         "temp_c": st.none() | finite,
+        "temps": st.dictionaries(any_text, finite, max_size=3),
         "cpu_percent": maybe_nonneg,
         "rss_mb": maybe_nonneg,
         "dropped_frames": st.none() | st.integers(0, 10**9),
         "spool_depth": st.integers(0, 10**9),
+        "spool_dropped": st.integers(0, 10**9),
         "runtime": any_text,
         "model": any_text,
-        "throttled": st.none() | st.booleans() | st.dictionaries(any_text, st.booleans(), max_size=4),
+        "throttled": st.none() | throttling,
+        "reasons": st.dictionaries(any_text, any_text, max_size=3),
     },
-    optional={"spool_dropped": st.integers(0, 10**9)},
+    optional={"spool_drop_reasons": st.dictionaries(any_text, st.integers(0, 10**9), max_size=3)},
 )
 detection = st.fixed_dictionaries(
-    {"label": any_text, "score": st.floats(0, 1), "box": st.lists(finite, min_size=4, max_size=4)}
+    {
+        "label": st.text(min_size=1, max_size=20),
+        "score": st.floats(0, 1),
+        "box": st.lists(finite, min_size=4, max_size=4),
+    }
 )
 detections = st.fixed_dictionaries(
     {
+        "v": st.just(1),
         "seq": st.integers(1, 2**53),
         "ts": finite,
         "frame": st.integers(0, 2**53),
@@ -96,12 +109,16 @@ detections = st.fixed_dictionaries(
 )
 bench = st.fixed_dictionaries(
     {
+        "v": st.just(1),
         "model": any_text,
-        "host": st.dictionaries(any_text, json_values, max_size=3),
+        "host": st.fixed_dictionaries(
+            {}, optional={"cpu": any_text, "cores": st.integers(0, 512), "os": any_text}
+        ),
         "results": st.lists(
-            st.fixed_dictionaries({"runtime": any_text}, optional={"throughput_fps": st.none() | finite}),
+            st.fixed_dictionaries({"runtime": any_text}, optional={"throughput_fps": st.none() | nonneg}),
             max_size=3,
         ),
+        "ts": finite,
     }
 )
 VALID = {"status": status, "metrics": metrics, "detections": detections, "bench": bench}
@@ -111,7 +128,7 @@ VALID = {"status": status, "metrics": metrics, "detections": detections, "bench"
 def valid_message(draw: st.DrawFn, device: st.SearchStrategy[str] = ids) -> tuple[str, bytes, str, dict]:
     kind = draw(st.sampled_from(KINDS))
     payload = draw(VALID[kind])
-    assert schemas.is_valid(kind, payload), (kind, payload)  # the strategies build what the contract says
+    contract.parse(kind, payload)  # the strategies build what the contract says (raises otherwise)
     return f"lookout/{draw(device)}/{kind}", json.dumps(payload).encode(), kind, payload
 
 
@@ -175,8 +192,13 @@ def _counter(reg: Registry, dev: str, kind: str) -> int:
     return getattr(d, COUNTER[kind]) if d is not None else 0
 
 
+def _refused(monitor: Monitor) -> int:
+    """Messages counted as malformed or of an unsupported contract version."""
+    return sum(monitor.stats.malformed.values()) + sum(monitor.stats.unsupported_version.values())
+
+
 def check_ingest(monitor: Monitor, batch: list[tuple[str, bytes, str | None, dict | None]]) -> None:
-    """Feed the batch; each message is applied (its device's counter +1) or counted malformed (+1)."""
+    """Feed the batch; each message is applied (its device's counter +1) or counted as refused (+1)."""
     from app.telemetry import topics
 
     reg = monitor.registry
@@ -185,10 +207,10 @@ def check_ingest(monitor: Monitor, batch: list[tuple[str, bytes, str | None, dic
         parsed = topics.parse(topic)
         key = (parsed.device_id, parsed.kind) if parsed and parsed.kind in COUNTER else None
         before_applied = _counter(reg, *key) if key else 0
-        before_malformed = sum(monitor.stats.malformed.values())
+        before_refused = _refused(monitor)
         monitor.handle(topic, payload, time.time())
         applied = (_counter(reg, *key) if key else 0) - before_applied
-        malformed = sum(monitor.stats.malformed.values()) - before_malformed
+        malformed = _refused(monitor) - before_refused
         assert applied + malformed == 1, (topic, payload[:200], applied, malformed)
         if kind is not None:
             assert applied == 1, (
@@ -210,7 +232,7 @@ def test_any_message_is_applied_or_counted_never_raised(batch, store: Store) -> 
     log = logging.getLogger()
     log.addHandler(rec)
     try:
-        monitor = Monitor(Registry(), store=store, validate_every=3)
+        monitor = Monitor(Registry(), store=store)
         check_ingest(monitor, batch)
         monitor.flush_history()  # the history takes whatever the registry took
         rows = monitor.registry.snapshot()
@@ -230,7 +252,7 @@ def test_any_message_is_applied_or_counted_never_raised(batch, store: Store) -> 
 )
 def test_valid_detections_among_garbage_are_all_counted(dev: str, sequence: list[Any]) -> None:
     """Detections seqs, rates and gaps reflect exactly the valid messages, whatever came between them."""
-    monitor = Monitor(Registry(), validate_every=1)
+    monitor = Monitor(Registry())
     seqs = []
     for item in sequence:
         if isinstance(item, tuple):
@@ -266,7 +288,7 @@ def test_the_last_valid_status_wins(dev: str, states: list[dict], noise: list[by
 @pytest.fixture(scope="module")
 def live_monitor() -> Iterator[tuple[Broker, Monitor]]:
     broker = start_broker("mosquitto")
-    monitor = Monitor(Registry(), validate_every=1)
+    monitor = Monitor(Registry())
     try:
         monitor.start(broker.url)
         deadline = time.monotonic() + 20
@@ -310,7 +332,7 @@ def test_through_a_real_broker_every_message_is_applied_or_counted(batch, live_m
     run = uuid.uuid4().hex[:8]  # this example's own devices: names are unique per example
     batch = [(t.replace("lookout/", f"lookout/{run}-", 1), p, k, v) for t, p, k, v in batch]
     before = {k: sum(getattr(d, COUNTER[k]) for d in monitor.registry.devices.values()) for k in KINDS}
-    malformed_before = sum(monitor.stats.malformed.values())
+    refused_before = _refused(monitor)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c.connect(broker.host, broker.port)
     c.loop_start()
@@ -325,7 +347,7 @@ def test_through_a_real_broker_every_message_is_applied_or_counted(batch, live_m
         applied = sum(
             sum(getattr(d, COUNTER[k]) for d in monitor.registry.devices.values()) - before[k] for k in KINDS
         )
-        return applied + sum(monitor.stats.malformed.values()) - malformed_before
+        return applied + _refused(monitor) - refused_before
 
     deadline = time.monotonic() + 20
     while total() < len(batch) and time.monotonic() < deadline:

@@ -22,11 +22,12 @@ from app.telemetry.broker import Broker, start_broker
 
 pytestmark = pytest.mark.broker
 
-STATUS = {"state": "online", "version": "t", "runtime": "tflite", "model": "m", "fallback": None,
-          "started_at": 1.0, "ts": 2.0}  # fmt: skip
-METRICS = {"ts": 1.0, "fps": 3.0, "latency_ms": {}, "power_w": None, "power_source": "none: test",
-           "energy_mj_per_inference": None, "temp_c": None, "cpu_percent": None, "rss_mb": None,
-           "dropped_frames": 0, "spool_depth": 0, "runtime": "tflite", "model": "m", "throttled": None}  # fmt: skip
+STATUS = {"v": 1, "state": "online", "version": "t", "runtime": "tflite", "model": "m", "fallback": None,
+          "board": None, "started_at": 1.0, "ts": 2.0}  # fmt: skip
+METRICS = {"v": 1, "ts": 1.0, "fps": 3.0, "latency_ms": {}, "power_w": None, "power_source": "none: test",
+           "energy_mj_per_inference": None, "temp_c": None, "temps": {}, "cpu_percent": None, "rss_mb": None,
+           "dropped_frames": 0, "spool_depth": 0, "spool_dropped": 0, "runtime": "tflite", "model": "m",
+           "throttled": None, "reasons": {}}  # fmt: skip
 
 
 def _strict(text: str) -> object:
