@@ -4,8 +4,8 @@
   use `MODEL_CONFIG` (`allow_inf_nan=False`). TOML has `nan`/`inf` literals; JSON parsers accept
   `NaN`, `Infinity` and `1e999`; JSON Schema cannot tell NaN from a number, so the models decide.
 - Other command-line numbers use `finite_float` as their argparse type.
-- JSON from the network is parsed with `refuse_constant` (NaN and Infinity literals are not JSON), and
-  JSON we print goes through `json_safe` (a 1e999 that parsed as inf prints as null).
+- Payloads from the network: the payload contract (app/telemetry/contract.py) refuses NaN/Infinity
+  literals and turns a 1e999 into null with a reason. JSON we print goes through `json_safe`.
 """
 
 from __future__ import annotations
@@ -29,11 +29,6 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
-
-
-def refuse_constant(token: str) -> float:
-    """json.loads `parse_constant` hook: NaN, Infinity and -Infinity are not JSON; refuse them."""
-    raise ValueError(f"{token} is not a JSON number")
 
 
 def json_safe(value: Any) -> Any:
