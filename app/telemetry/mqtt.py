@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app import __version__
 from app.config import MqttConfig, SpoolConfig
@@ -55,7 +56,6 @@ class Telemetry:
         state_dir: Path,
         *,
         command_handler: CommandHandler | None = None,
-        models_dir: Path | None = None,
         max_inflight: int = 32,
         reconnect_min_s: float = 0.5,
         validate_payloads: bool = True,
@@ -79,7 +79,7 @@ class Telemetry:
             spool_cfg.max_age_s,
             spool_cfg.drop_policy,
         )
-        self.commands = CommandRouter(self.topics, command_handler, self._reply, models_dir=models_dir)
+        self.commands = CommandRouter(self.topics, command_handler, self._reply)
         self._status: dict[str, Any] | None = None
         self._client = self._make_client(client_id or f"lookout-{device_id}")
         # sender state: row ids handed to paho and not yet acknowledged; mid -> row id
@@ -218,8 +218,12 @@ class Telemetry:
     def _reply(
         self, verb: str, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
     ) -> None:
+        """The reply on `<prefix>/<id>/cmd/<verb>/reply`, and with MQTT 5 on the request's response topic
+        (already checked to lie under that reply topic) with its correlation data; once when they are equal."""
         data = _dumps(reply)
-        self.spool.put(self.topics.cmd_reply(verb), data, 1, False, prio=PRIO_HIGH)
+        own = self.topics.cmd_reply(verb)
+        if not (self.mqtt5 and response_topic == own):
+            self.spool.put(own, data, 1, False, prio=PRIO_HIGH)
         if response_topic and self.mqtt5:
             self.spool.put(response_topic, data, 1, False, prio=PRIO_HIGH, correlation=correlation)
         self._wake.set()
@@ -269,7 +273,13 @@ class Telemetry:
         self._ever_connected = True
         self._attempts = 0
         self._counts["connects"] += 1
-        self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
+        # Retained commands never run: with MQTT 5 the broker is asked not to send them (Retain Handling 2);
+        # with 3.1.1 it sends them flagged as retained and the router refuses them.
+        if self.mqtt5:
+            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, options=opts)[1]
+        else:
+            self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
         if self.cfg.homeassistant:
             client.subscribe(discovery.HA_STATUS_TOPIC, qos=1)
             self._publish_discovery()
@@ -322,7 +332,9 @@ class Telemetry:
             props = getattr(msg, "properties", None)
             response_topic = getattr(props, "ResponseTopic", None) if props else None
             correlation = getattr(props, "CorrelationData", None) if props else None
-            self.commands.submit(msg.topic, msg.payload, response_topic, correlation)
+            self.commands.submit(
+                msg.topic, msg.payload, response_topic, correlation, retained=bool(msg.retain)
+            )
         except Exception:  # never let a message kill the network thread
             log.exception("handling message on %s", msg.topic)
 
