@@ -198,13 +198,15 @@ def _until_signal(monitor: Any, interval_s: float) -> int:
     import signal
     import threading
 
+    from app.inert import printable
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(interval_s):
         rows = monitor.registry.snapshot()
         stats = monitor.stats.as_dict()
-        alerted = [f"{r['device_id']}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
+        alerted = [f"{printable(r['device_id'])}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
         print(
             f"fleet: {sum(r['online'] for r in rows)}/{len(rows)} online, "
             f"{sum(stats.get('received', {}).values())} msgs, {stats.get('malformed_total', 0)} malformed, "
