@@ -191,3 +191,38 @@ def test_html_report_shows_hostile_strings_as_text(tmp_path: Path) -> None:
     _assert_inert(html)
     assert "<script>alert" not in html and "&lt;script&gt;" in html
     assert "m\\x1b]0;pwned-title\\x07[blink]" in html
+
+
+def test_fleet_serve_pages_metrics_and_live_events_show_escapes(broker, fleet_serve, tmp_path: Path) -> None:
+    """`lookout fleet serve`: HTML pages, /metrics and the live table's events carry no raw control
+    character from a device (HTML escaping alone leaves ESC and U+202E in place)."""
+    import urllib.request
+
+    srv = fleet_serve("--broker", broker.url, "--db", str(tmp_path / "h.sqlite"), "--history-interval", "0.3")
+    c = _publish_hostile_device(broker)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not srv.json("/api/devices"):
+            _keep_sending(c)
+            time.sleep(0.3)
+        _keep_sending(c)
+        time.sleep(1.0)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    for path in ("/", "/devices/evil-1?since=1h", "/runtimes", "/metrics"):
+        status, body, _ = srv.get(path)
+        assert status == 200, (path, body[:300])
+        text = body.decode()
+        _assert_inert(text)
+        if path != "/metrics":
+            assert "\\x1b]0;pwned-title\\x07" in text, path
+    with urllib.request.urlopen(srv.url + "/events", timeout=20) as stream:
+        line = b""
+        while not line.startswith(b"data: "):
+            line = stream.readline()
+    view = json.loads(line[len(b"data: ") :])
+    cells = [text for row in view["rows"] for text, _tone in row["cells"]]
+    assert any("\\x1b[2J" in t for t in cells), cells
+    for t in cells:
+        _assert_inert(t)
