@@ -113,12 +113,13 @@ def check_meters() -> list[Check]:
 
 def check_broker(url: str) -> Check:
     from app.errors import ConfigError
-    from app.telemetry.broker_url import parse_broker_url, redact_url
+    from app.redact import redact
+    from app.telemetry.broker_url import parse_broker_url
 
     try:
         addr = parse_broker_url(url, "mqtt.url")
     except ConfigError as exc:
-        return Check("broker", redact_url(url), False, str(exc))
+        return Check("broker", redact(url), False, str(exc))
     try:
         with socket.create_connection((addr.host, addr.port), timeout=2.0):
             return Check("broker", str(addr), True, "reachable")

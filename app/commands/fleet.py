@@ -239,9 +239,9 @@ def _print_once(args: argparse.Namespace, monitor: object) -> int:
         }
         Path(args.stats_json).write_text(json.dumps(stats, indent=1))
     if not stats["connected"] and not rows:
-        from app.telemetry.broker_url import redact_url
+        from app.redact import redact
 
-        raise ConfigError(f"no connection to broker {redact_url(args.broker)} within {args.wait:g} s")
+        raise ConfigError(f"no connection to broker {redact(args.broker)} within {args.wait:g} s")
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         sys.stdout.write("\n")

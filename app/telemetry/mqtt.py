@@ -67,7 +67,9 @@ class Telemetry:
         addr = parse_broker_url(mqtt_cfg.url, "mqtt.url")
         self.host, self.port, self.tls = addr.host, addr.port, addr.tls
         self.username = mqtt_cfg.username or addr.username
-        self.password = mqtt_cfg.password if mqtt_cfg.password is not None else addr.password
+        self.password = (
+            mqtt_cfg.password.get_secret_value() if mqtt_cfg.password is not None else addr.password
+        )
         self.mqtt5 = mqtt_cfg.protocol == "5"
         self.max_inflight = max_inflight
         self.reconnect_min_s = min(reconnect_min_s, mqtt_cfg.reconnect_max_s)
@@ -240,8 +242,6 @@ class Telemetry:
             for name, p in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
                 if p is not None and not Path(p).is_file():
                     raise ConfigError(f"mqtt.tls.{name} {p} not found")
-            if (t.cert_file is None) != (t.key_file is None):
-                raise ConfigError("mqtt.tls: cert_file and key_file must be given together")
             c.tls_set(
                 ca_certs=str(t.ca_file) if t.ca_file else None,
                 certfile=str(t.cert_file) if t.cert_file else None,
