@@ -21,7 +21,7 @@ from app.errors import ConfigError
 from app.fleet.registry import Registry
 from app.fleet.store import Store
 from app.fleet.window import LagHistogram
-from app.telemetry import schemas, topics
+from app.telemetry import connect, schemas, topics
 from app.telemetry.broker_url import parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class Monitor:
 
         def on_connect(c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
             if reason.is_failure:
-                log.error("broker refused the connection: %s", reason)
+                log.error("%s", connect.describe_refusal(reason, addr.username))
                 return
             self.stats.connected = True
             c.subscribe([(f, opts) for f in self.filters()])
@@ -241,8 +241,8 @@ class Monitor:
         client.on_message = on_message
         try:
             client.connect(addr.host, addr.port, keepalive=30)
-        except OSError as exc:
-            raise ConfigError(f"cannot connect to broker {addr}: {exc}") from None
+        except (OSError, ValueError) as exc:  # ssl.CertificateError is a ValueError too
+            raise ConfigError(f"broker {addr}: {connect.describe_error(exc, addr.host, addr.port)}") from None
         self._client = client
         client.loop_start()
         if self.store is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -31,8 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app import __version__
 from app.config import MqttConfig, SpoolConfig
-from app.errors import ConfigError
-from app.telemetry import discovery
+from app.telemetry import connect, discovery
 from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.commands import CommandRouter
 from app.telemetry.schemas import validate
@@ -98,6 +98,7 @@ class Telemetry:
         self._attempts = 0  # connection attempts since the last successful CONNACK
         self._counts = {"published": 0, "acked": 0, "rejected": 0, "connects": 0}
         self.last_error: str | None = None
+        self._warned: str | None = None  # the connection error last logged as a warning
         self._threads: list[threading.Thread] = []
         self._cmd_sub_mid = -1
         self._stopped = False
@@ -235,20 +236,7 @@ class Telemetry:
         proto = MQTTProtocolVersion.MQTTv5 if self.mqtt5 else MQTTProtocolVersion.MQTTv311
         kwargs: dict[str, Any] = {} if self.mqtt5 else {"clean_session": True}
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
-        if self.username:
-            c.username_pw_set(self.username, self.password)
-        if self.tls:
-            t = self.cfg.tls
-            for name, p in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
-                if p is not None and not Path(p).is_file():
-                    raise ConfigError(f"mqtt.tls.{name} {p} not found")
-            c.tls_set(
-                ca_certs=str(t.ca_file) if t.ca_file else None,
-                certfile=str(t.cert_file) if t.cert_file else None,
-                keyfile=str(t.key_file) if t.key_file else None,
-            )
-            if t.insecure:
-                c.tls_insecure_set(True)
+        connect.configure(c, self.tls, self.cfg.tls, self.username, self.password)
         c.will_set(self.topics.status, WILL_PAYLOAD, qos=1, retain=True)
         c.max_inflight_messages_set(self.max_inflight)
         c.on_connect = self._on_connect
@@ -267,9 +255,9 @@ class Telemetry:
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.warning("mqtt %s:%s %s", self.host, self.port, self.last_error)
+            self._connect_error(connect.describe_refusal(reason, self.username))
             return
+        self._warned = None
         self._ever_connected = True
         self._attempts = 0
         self._counts["connects"] += 1
@@ -301,8 +289,17 @@ class Telemetry:
             log.info("mqtt %s:%s %s", self.host, self.port, self.last_error)
 
     def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
-        self.last_error = f"cannot connect to {self.host}:{self.port}"
-        log.info("mqtt %s", self.last_error)
+        # paho calls this inside its `except OSError:` around the connect: the exception is still current
+        self._connect_error(connect.describe_error(sys.exc_info()[1], self.host, self.port))
+
+    def _connect_error(self, why: str) -> None:
+        """Remember why connecting failed; a new reason is a warning (seen without -v), a repeat is not."""
+        self.last_error = why
+        if why != self._warned:
+            self._warned = why
+            log.warning("mqtt: %s (retrying with backoff)", why)
+        else:
+            log.debug("mqtt: %s", why)
 
     def _on_pre_connect(self, _c: mqtt.Client, _ud: Any) -> None:
         # paho's backoff doubles from reconnect_min_s to reconnect_max_s without jitter; add up to half
