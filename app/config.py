@@ -327,6 +327,8 @@ def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | 
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     for dotted, value in (overrides or {}).items():
         if dotted == "runtime.type":
             data["runtime"] = switch_runtime(value, data.get("runtime") or {})

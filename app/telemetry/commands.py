@@ -137,6 +137,8 @@ class CommandRouter:
                 payload = json.loads(raw.decode("utf-8")) if raw.strip() else {}
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise CommandError(f"payload is not valid UTF-8 JSON: {exc}") from None
+            except RecursionError:
+                raise CommandError("payload is not valid JSON here: nested too deeply") from None
             if isinstance(payload, dict) and isinstance(payload.get("id"), str):
                 req_id = payload["id"]
             if retained:

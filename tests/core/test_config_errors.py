@@ -37,6 +37,7 @@ def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
         (b'model = "a\x00b"\n', ("not UTF-8 text",)),
         (b'model = "\xff\xfe\x80"\n', ("not UTF-8 text", "0xff")),
         (b'model = "x\n', ("not valid TOML",)),
+        (b"a = " + b"[" * 50000, ("nested too deeply",)),
     ],
 )
 def test_binary_or_utf16_config_is_a_one_line_error(

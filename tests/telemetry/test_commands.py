@@ -79,6 +79,7 @@ def test_config_and_bench_reach_the_handler(router: tuple[CommandRouter, Recorde
         ("config", _req({"score_threshold": -1}), "score_threshold"),
         ("config", _req({"threads": 4}), "threads"),
         ("swap", b" " * (MAX_PAYLOAD_BYTES + 1), "exceeds the 65536-byte limit"),
+        ("config", b"[" * 60000, "nested too deeply"),
     ],
 )
 def test_bad_requests_get_an_error_reply(
