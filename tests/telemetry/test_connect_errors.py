@@ -22,7 +22,7 @@ import pytest
 from app.config import TlsConfig
 from app.telemetry.broker import Broker, mosquitto_path, start_broker
 
-from .conftest import _give_to_mosquitto, _make_cert, _openssl, wait_until
+from .conftest import _give_to_mosquitto, _make_cert, make_ca, wait_until
 
 PASSWORD = "right-pw-77"
 
@@ -46,9 +46,8 @@ def tls_broker() -> Iterator[TlsBroker]:
     try:
         other = d / "other"
         other.mkdir()
-        for where, cn in ((d, "Lookout Test CA"), (other, "Some Other CA")):
-            _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-                     "-days", "2", "-subj", f"/CN={cn}", cwd=where)  # fmt: skip
+        make_ca(d, "Lookout Test CA")
+        make_ca(other, "Some Other CA")
         crt, key = _make_cert(d, "server", "/CN=127.0.0.1", "IP:127.0.0.1")
         pwfile = d / "passwd"
         pwfile.touch()
