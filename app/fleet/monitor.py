@@ -242,7 +242,8 @@ class Monitor:
         try:
             client.connect(addr.host, addr.port, keepalive=30)
         except (OSError, ValueError) as exc:  # ssl.CertificateError is a ValueError too
-            raise ConfigError(f"broker {addr}: {connect.describe_error(exc, addr.host, addr.port)}") from None
+            why = connect.describe_error(exc, addr.host)
+            raise ConfigError(f"cannot connect to broker {addr}: {why}") from None
         self._client = client
         client.loop_start()
         if self.store is not None:

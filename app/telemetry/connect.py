@@ -46,9 +46,8 @@ def configure(client: Any, tls: bool, tls_cfg: TlsConfig, username: str | None, 
         client.tls_insecure_set(True)
 
 
-def describe_error(exc: BaseException | None, host: str, port: int) -> str:
-    """One line naming why connecting to host:port failed (socket, DNS or TLS step)."""
-    where = f"{host}:{port}"
+def describe_error(exc: BaseException | None, host: str) -> str:
+    """Why connecting to `host` failed (socket, DNS or TLS step), for "cannot connect to X: <this>"."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         code, why = exc.verify_code, exc.verify_message or str(exc)
         if code in _NAME_MISMATCH:
@@ -58,28 +57,28 @@ def describe_error(exc: BaseException | None, host: str, port: int) -> str:
             )
         if code in _UNKNOWN_CA:
             return (
-                f"TLS: the broker's certificate at {where} is signed by an unknown CA ({why}); set "
+                f"TLS: the broker's certificate is signed by an unknown CA ({why}); set "
                 "mqtt.tls.ca_file (--ca-file) to the CA that signed it"
             )
         if code in (_EXPIRED, _NOT_YET_VALID):
-            return f"TLS: the broker's certificate at {where} is not valid now ({why}); check its dates and the clock"
-        return f"TLS: cannot verify the broker's certificate at {where}: {why}"
+            return f"TLS: the broker's certificate is not valid now ({why}); check its dates and the clock"
+        return f"TLS: cannot verify the broker's certificate: {why}"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         if "WRONG_VERSION_NUMBER" in str(reason).upper():
-            return f"TLS: {where} does not speak TLS (an mqtt:// port? use mqtt:// or the broker's TLS port)"
+            return "TLS: the port does not speak TLS (an mqtt:// port? use mqtt:// or the broker's TLS port)"
         if "CERTIFICATE_REQUIRED" in str(reason).upper():
-            return f"TLS: the broker at {where} requires a client certificate (mqtt.tls.cert_file, key_file)"
-        return f"TLS handshake with {where} failed: {reason}"
+            return "TLS: the broker requires a client certificate (mqtt.tls.cert_file, key_file)"
+        return f"TLS handshake failed: {reason}"
     if isinstance(exc, ConnectionRefusedError):
-        return f"cannot connect to {where}: connection refused (is the broker running on that port?)"
+        return "connection refused (is the broker running on that port?)"
     if isinstance(exc, socket.gaierror):
-        return f"cannot connect to {where}: unknown host {host!r}"
+        return f"unknown host {host!r}"
     if isinstance(exc, TimeoutError | socket.timeout):
-        return f"cannot connect to {where}: timed out"
+        return "timed out"
     if isinstance(exc, OSError):
-        return f"cannot connect to {where}: {exc.strerror or exc}"
-    return f"cannot connect to {where}" + (f": {type(exc).__name__}: {exc}" if exc else "")
+        return str(exc.strerror or exc)
+    return f"{type(exc).__name__}: {exc}" if exc else "no reason given"
 
 
 def describe_refusal(reason: Any, username: str | None) -> str:
@@ -118,7 +117,10 @@ def probe(cfg: MqttConfig, timeout_s: float = 5.0) -> tuple[bool, str]:
     try:
         client.connect(addr.host, addr.port, keepalive=10)
     except (OSError, ValueError) as exc:  # ssl.CertificateError is a ValueError too
-        return False, describe_error(exc, addr.host, addr.port)
+        return (
+            False,
+            f"cannot connect to {addr.host}:{addr.port}: {describe_error(exc, addr.host)}",
+        )
     client.loop_start()
     try:
         if not answered.wait(timeout_s):

@@ -290,7 +290,8 @@ class Telemetry:
 
     def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
         # paho calls this inside its `except OSError:` around the connect: the exception is still current
-        self._connect_error(connect.describe_error(sys.exc_info()[1], self.host, self.port))
+        why = connect.describe_error(sys.exc_info()[1], self.host)
+        self._connect_error(f"cannot connect to {self.host}:{self.port}: {why}")
 
     def _connect_error(self, why: str) -> None:
         """Remember why connecting failed; a new reason is a warning (seen without -v), a repeat is not."""
