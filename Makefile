@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a real browser and a real PostgreSQL for the fleet web pages and the shared fleet history.
 APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck chromium fonts-dejavu-core postgresql
 
-.PHONY: demo test venv system-deps models lint pytest bench clean
+.PHONY: demo test venv system-deps models schemas lint pytest bench clean
 
 demo: venv models
 	$(BIN)/lookout sim --devices 3 --duration 60
@@ -37,6 +37,10 @@ models: venv
 	$(BIN)/lookout models build
 	$(BIN)/lookout models verify
 
+# The JSON Schemas in app/telemetry/schemas/ are generated from the payload models (app/telemetry/contract.py).
+schemas: venv
+	$(BIN)/python -m app.telemetry.schemas --write
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,6 +52,7 @@ bench: venv models
 	$(BIN)/lookout bench --model blazeface-short --runtime tflite,executorch,torchscript-lite --frames 300 --json out/bench.json --plot out/bench.png
 	$(BIN)/python scripts/bench_pipeline.py
 	$(BIN)/python scripts/bench_vs_invoke.py
+	$(BIN)/python scripts/bench_hot_swap.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -26,6 +26,14 @@ class HostRoots:
         value = os.environ.get(ENV_VAR)
         return cls(Path(value)) if value else cls()
 
+    def path(self, host_path: Path | str) -> Path:
+        """An absolute host path (e.g. a configured ``/sys/class/hwmon``) under this root; relative paths
+        are left as given."""
+        p = Path(host_path)
+        if not p.is_absolute() or self.base == Path("/"):
+            return p
+        return self.base / p.relative_to("/")
+
     @property
     def sys(self) -> Path:
         return self.base / "sys"

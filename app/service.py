@@ -2,11 +2,12 @@
 
 Nothing below reaches for another piece through globals: runtimes know nothing of MQTT, telemetry knows
 nothing of runtimes beyond plain data. Commands live in app/controller.py, the status line in
-app/status.py, payload shapes in app/telemetry/payloads.py, the run report in app/run_report.py.
+app/status.py, payload shapes in app/telemetry/contract.py, the run report in app/run_report.py.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -19,14 +20,17 @@ from app.config import LookoutConfig
 from app.controller import Controller
 from app.engine import engine_for
 from app.hostroots import HostRoots
+from app.measure.health import board_model
 from app.pipeline import STAGES, FrameResult, Pipeline
 from app.run_report import build_report, write_report
 from app.status import DeviceStatus
-from app.telemetry.payloads import detections_payload, latency_percentiles, metrics_payload
+from app.telemetry import contract
 
 if TYPE_CHECKING:
     from app.measure.device import DeviceMeasurements
     from app.telemetry.mqtt import Telemetry
+
+log = logging.getLogger(__name__)
 
 LIVE_SOURCES = ("picamera2",)
 
@@ -58,7 +62,7 @@ class Service:
         self.cfg = cfg
         self.options = options or ServiceOptions()
         self.roots = HostRoots.from_env()
-        self.status = DeviceStatus(time.time())
+        self.status = DeviceStatus(time.time(), board_model(self.roots.base))
         self.telemetry: Telemetry | None = None
         self.pipeline: Pipeline | None = None
         self.controller: Controller | None = None
@@ -137,7 +141,7 @@ class Service:
             started_at=self.status.started_at,
         )
         if self.telemetry is not None:
-            self.telemetry.publish_metrics(self._metrics(measured))
+            self._publish_metrics(measured)
             self.telemetry.stop(final_state="stopped")
             report["mqtt"] = self.telemetry.stats()
         pipeline.engine.close()
@@ -145,18 +149,27 @@ class Service:
             write_report(self.options.report_path, report)
         return report
 
-    def _metrics(self, measured: DeviceMeasurements) -> dict[str, Any]:
-        pipe = self.pipeline
-        assert pipe is not None
-        stats = self.telemetry.stats() if self.telemetry is not None else {}
-        return metrics_payload(
+    def _publish_metrics(self, measured: DeviceMeasurements) -> None:
+        """One metrics message. A figure that does not fit the contract is logged, never fatal: the
+        service and the next interval go on."""
+        try:
+            self.telemetry.publish_metrics(self._metrics(measured))  # type: ignore[union-attr]
+        except contract.ContractError as exc:
+            log.error("metrics not published: %s", exc)
+
+    def _metrics(self, measured: DeviceMeasurements) -> contract.Metrics:
+        pipe, telemetry = self.pipeline, self.telemetry
+        assert pipe is not None and telemetry is not None
+        stats = telemetry.stats()
+        return contract.metrics(
             ts=time.time(),
             fps=pipe.fps,
-            latency_ms=latency_percentiles(measured.window.summary(), STAGES),
+            latency_ms=contract.latency_percentiles(measured.window.summary(), STAGES),
             energy=measured.energy.summary(),
             health=measured.health.snapshot(),
             dropped_frames=pipe.dropped_frames,
-            spool_depth=stats.get("spool_depth"),
+            spool_depth=stats["spool_depth"],
+            spool_dropped=stats["dropped"],
             runtime=pipe.engine.runtime,
             model=pipe.engine.model,
         )
@@ -171,7 +184,7 @@ class Service:
             if time.monotonic() >= next_metrics:
                 next_metrics = time.monotonic() + settings.metrics_interval_s
                 if self.telemetry is not None:
-                    self.telemetry.publish_metrics(self._metrics(measured))
+                    self._publish_metrics(measured)
                 self.status.notify()
                 measured.window.reset()
 
@@ -182,7 +195,7 @@ class Service:
             return
         self.detections_published += 1
         self.telemetry.publish_detections(
-            detections_payload(
+            contract.detections_fields(
                 ts=result.ts,
                 frame=result.index,
                 model=result.model,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app import sdnotify
-from app.telemetry.payloads import status_fields
+from app.telemetry.contract import status_fields
 
 if TYPE_CHECKING:
     from app.pipeline import Pipeline
@@ -29,8 +29,9 @@ class SourceState:
 class DeviceStatus:
     """Source state + the pipeline's engine -> status fields, published on change."""
 
-    def __init__(self, started_at: float) -> None:
+    def __init__(self, started_at: float, board: str | None = None) -> None:
         self.started_at = started_at
+        self.board = board
         self.source = SourceState()
         self.pipeline: Pipeline | None = None
         self.telemetry: Telemetry | None = None
@@ -56,6 +57,7 @@ class DeviceStatus:
             model=engine.model if engine else None,
             fallback=engine.fallback if engine else None,
             started_at=self.started_at,
+            board=self.board,
             reason=self.source.reason,
         )
 

@@ -4,6 +4,11 @@
 #
 #   device/flash.sh IMAGE TARGET --config FILE [--device-id ID] [--wifi SSID:PSK] [--wifi-country CC]
 #
+# The config's [mqtt.tls] files (CA, client certificate and key) go onto the card with it, and
+# runtime.type = "edgetpu" adds --edgetpu to the device's install. First boot moves config and keys
+# into /etc/lookout (config 0640 root:lookout, key 0600 lookout) and erases them from the boot
+# partition, so no broker password or key stays on the FAT partition.
+#
 # IMAGE: .img, .img.xz, .img.gz or .img.zst. TARGET: a whole-disk block device (/dev/sdX, /dev/mmcblkN)
 # or an image file (created or overwritten; TARGET == IMAGE edits the image in place).
 # The boot (FAT) partition is edited with mtools at its byte offset: no mount, no loop device, no root
@@ -17,12 +22,13 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 usage: flash.sh IMAGE TARGET --config FILE [options]
-  --config FILE         lookout config.toml for the device (broker URL, credentials, source, runtime)
+  --config FILE         lookout config.toml for the device (broker URL, credentials, source, runtime);
+                        the [mqtt.tls] files it names are carried too
   --device-id ID        device id (sets device_id in the config; also the hostname when it is a valid one)
   --wifi SSID:PSK       Wi-Fi network to join (split at the first ':')
   --wifi-country CC     Wi-Fi regulatory country (ISO 3166 alpha-2; the Pi's WLAN stays off without one)
   --source DIR          lookout checkout to put on the card (default: the checkout holding this script)
-  --install-args ARGS   extra arguments for install.sh on the device, e.g. "--edgetpu"
+  --install-args ARGS   extra arguments for install.sh on the device (--edgetpu follows runtime.type)
   --yes                 do not ask before overwriting a block device
   --dry-run             check everything, write nothing
   -h, --help            this help
@@ -90,13 +96,24 @@ fi
 if [ -n "$WIFI_COUNTRY" ] && ! [[ $WIFI_COUNTRY =~ ^[A-Z]{2}$ ]]; then
   die "--wifi-country '$WIFI_COUNTRY' must be two capital letters (ISO 3166), e.g. GB"
 fi
-if command -v python3 >/dev/null && python3 -c 'import tomllib' 2>/dev/null; then
-  python3 - "$CONFIG" <<'PY' || die "config $CONFIG is not valid TOML"
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    tomllib.load(f)
-PY
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import tomllib' 2>/dev/null || die "$PYTHON 3.11 or later is needed to read the config (tomllib)"
+# The card's config and TLS files, prepared before anything is written: a bad config stops here.
+CFG_DIR=$(mktemp -d)
+trap 'rm -rf "$CFG_DIR"' EXIT
+id_args=()
+if [ -n "$DEVICE_ID" ]; then id_args=(--device-id "$DEVICE_ID"); fi
+cfg_out=$("$PYTHON" "$HERE/flash_config.py" "$CONFIG" "$CFG_DIR" ${id_args[@]+"${id_args[@]}"}) || exit 2
+RUNTIME_TYPE="" TLS_FILES="" WARNINGS=""
+eval "$cfg_out"
+if [ -n "$WARNINGS" ]; then
+  while IFS= read -r w; do note "warning: $w"; done <<<"$WARNINGS"
 fi
+if [ "$RUNTIME_TYPE" = edgetpu ] && [[ " $INSTALL_ARGS " != *" --edgetpu "* ]]; then
+  INSTALL_ARGS="${INSTALL_ARGS:+$INSTALL_ARGS }--edgetpu"
+  note "runtime.type is edgetpu: the device installs Coral's libedgetpu (install.sh --edgetpu)"
+fi
+[ -z "$TLS_FILES" ] || note "TLS files for /etc/lookout/tls on the device: $TLS_FILES"
 HOSTNAME_NEW=""
 if [[ $DEVICE_ID =~ ^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$ ]]; then
   HOSTNAME_NEW=$DEVICE_ID
@@ -198,7 +215,7 @@ has() { mdir -i "$FAT" -b "::/$1" >/dev/null 2>&1; }
 has cmdline.txt || die "no cmdline.txt on the boot partition of $TARGET (not a Raspberry Pi OS image?)"
 
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" "$CFG_DIR"' EXIT
 mtype -i "$FAT" ::/cmdline.txt | tr -d '\r' | head -n1 >"$WORK/cmdline.txt"
 
 MODE=firstrun
@@ -216,14 +233,10 @@ for f in README.md LICENSE models docs/deploy.md; do
 done
 (cd "$SOURCE" && tar --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - "${parts[@]}") |
   tar -xf - -C "$B"
-if [ -n "$DEVICE_ID" ]; then
-  # Top-level device_id replaced (keys before the first [table] are top-level in TOML).
-  { printf 'device_id = "%s"\n' "$DEVICE_ID"
-    awk 'BEGIN { top = 1 } /^[ \t]*\[/ { top = 0 } !(top && /^[ \t]*device_id[ \t]*=/) { print }' "$CONFIG"
-  } >"$B/config.toml"
-else
-  cp "$CONFIG" "$B/config.toml"
-fi
+# Config (device_id set, TLS paths pointed at /etc/lookout/tls) and the TLS files: first boot moves
+# them into /etc/lookout and erases these copies (device/firstboot/secure-config.sh).
+cp "$CFG_DIR/config.toml" "$B/config.toml"
+if [ -d "$CFG_DIR/tls" ]; then cp -r "$CFG_DIR/tls" "$B/tls"; fi
 {
   echo "# Written by flash.sh $(date -u +%Y-%m-%dT%H:%M:%SZ); read by lookout/device/firstboot/*.sh"
   printf 'LOOKOUT_DEVICE_ID=%q\n' "$DEVICE_ID"
@@ -254,6 +267,7 @@ if [ "$MODE" = cloud-init ]; then
       echo "  - [sh, -c, 'command -v raspi-config >/dev/null && raspi-config nonint do_wifi_country $WIFI_COUNTRY || true']"
     fi
     echo "runcmd:"
+    echo "  - [bash, /boot/firmware/lookout/device/firstboot/secure-config.sh]"
     echo "  - [install, -m, '0644', /boot/firmware/lookout/device/firstboot/lookout-firstboot.service, /etc/systemd/system/lookout-firstboot.service]"
     echo "  - [systemctl, daemon-reload]"
     echo "  - [systemctl, enable, lookout-firstboot.service]"

@@ -49,7 +49,7 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, cpus: list[int]) -> di
         stats_file = tmp / f"monitor-{n}.json"
         mon = subprocess.run(
             [sys.executable, "-m", "app", "fleet", "--broker", broker.url, "--once", "--wait", str(args.window),
-             "--stats-json", str(stats_file), "--validate-every", str(args.validate_every), "--qos", str(args.qos), "--json"],
+             "--stats-json", str(stats_file), "--qos", str(args.qos), "--json"],
             preexec_fn=lambda: os.sched_setaffinity(0, mon_cpu), capture_output=True, text=True, timeout=args.window + 60,
         )  # fmt: skip
         if mon.returncode != 0:
@@ -102,7 +102,7 @@ def run_drain(n: int, args: argparse.Namespace, tmp: Path, cpus: list[int]) -> d
         os.sched_setaffinity(broker.proc.pid, other)
         mon = subprocess.Popen(
             [sys.executable, "-m", "app", "fleet", "--broker", broker.url, "--once", "--wait", "120",
-             "--idle-exit", "3", "--stats-json", str(stats_file), "--validate-every", str(args.validate_every),
+             "--idle-exit", "3", "--stats-json", str(stats_file),
              "--qos", str(args.qos)],
             preexec_fn=lambda: os.sched_setaffinity(0, mon_cpu), stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -157,7 +157,6 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=4.0, help="seconds of load before the monitor starts")
     ap.add_argument("--per-process", type=int, default=250, help="devices per fleet_load process")
     ap.add_argument("--monitor-cpu", type=int, default=0)
-    ap.add_argument("--validate-every", type=int, default=10)
     ap.add_argument("--qos", type=int, choices=(0, 1), default=1, help="monitor subscription QoS")
     ap.add_argument(
         "--shared-cpus", action="store_true", help="do not keep broker and load off the monitor's CPU"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Simulated Lookout fleet: N device ids publishing schema-valid status, metrics, detections and bench.
 
-One MQTT 5 client per device, each with its own retained `{"state": "offline"}` will, so killing this
+Payloads are built with the payload contract (app/telemetry/contract.py), like a real device's.
+One MQTT 5 client per device, each with its own retained `{"v": 1, "state": "offline"}` will, so killing this
 process (SIGKILL) turns every simulated device offline through the broker. All clients run in ONE
 thread: a selector over their sockets (paho's external-loop API: loop_read / loop_write / loop_misc),
 because a thread per client costs more than the publishing itself at 1,000 devices. For large fleets run
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt
 
+from app.telemetry import contract
 from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.topics import Topics
 
@@ -66,28 +68,27 @@ class SimDevice:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"fleet-load-{device_id}", protocol=mqtt.MQTTv5
         )
-        self.client.will_set(self.topics.status, json.dumps({"state": "offline"}), qos=1, retain=True)
+        self.client.will_set(self.topics.status, contract.offline_will(), qos=1, retain=True)
         self.connected = False
         self.client.on_connect = self._on_connect
 
     def _on_connect(self, _c: object, _u: object, _f: object, reason: object, _p: object) -> None:
         self.connected = not getattr(reason, "is_failure", False)
 
-    def status(self, state: str) -> str:
-        return json.dumps(
-            {
-                "state": state,
-                "version": SIM_VERSION,
-                "runtime": self.runtime,
-                "model": self.model,
-                "fallback": None,
-                "started_at": self.started_at,
-                "ts": time.time(),
-                "spool_depth": self.spool,
-            }
-        )
+    def status(self, state: str) -> bytes:
+        return contract.Status(
+            state=state,
+            version=SIM_VERSION,
+            runtime=self.runtime,
+            model=self.model,
+            fallback=None,
+            board=None,  # no hardware: nothing to name
+            started_at=self.started_at,
+            ts=time.time(),
+            spool_depth=self.spool,
+        ).to_json()
 
-    def detections(self, rate: float) -> str:
+    def detections(self, rate: float) -> bytes:
         self.seq += 1
         self.frame += 1
         r = self.rng
@@ -106,25 +107,24 @@ class SimDevice:
                 }
             )
         infer = self.infer_ms * r.uniform(0.9, 1.3)
-        return json.dumps(
-            {
-                "seq": self.seq,
-                "ts": time.time(),
-                "frame": self.frame,
-                "model": self.model,
-                "runtime": self.runtime,
-                "detections": dets,
-                "latency_ms": {"preprocess": round(r.uniform(0.8, 1.5), 3), "infer": round(infer, 3)},
-            }
-        )
+        return contract.Detections(
+            seq=self.seq,
+            ts=time.time(),
+            frame=self.frame,
+            model=self.model,
+            runtime=self.runtime,
+            detections=dets,
+            latency_ms={"preprocess": round(r.uniform(0.8, 1.5), 3), "infer": round(infer, 3)},
+        ).to_json()
 
-    def metrics(self, fps: float) -> str:
+    def metrics(self, fps: float) -> bytes:
         r = self.rng
         self.temp_c = min(max(self.temp_c + r.uniform(-0.5, 0.5), 35.0), 85.0)
         lat = {}
         for stage, base in zip(STAGES, (2.0, 1.2, self.infer_ms, 0.6, 0.3), strict=True):
             p50 = base * r.uniform(0.95, 1.05)
             lat[stage] = {"p50": round(p50, 3), "p90": round(p50 * 1.2, 3), "p99": round(p50 * 1.6, 3)}
+        reasons = {"throttled": "simulated device (fleet_load): no firmware to ask"}
         if self.simulated_power:
             power = round(self.power_w * r.uniform(0.95, 1.05), 3)
             energy = round(power * self.infer_ms, 3)  # W * ms = mJ
@@ -132,26 +132,28 @@ class SimDevice:
         else:
             power = energy = None
             source = "none: simulated device (fleet_load), no power meter"
-        return json.dumps(
-            {
-                "ts": time.time(),
-                "fps": round(fps * r.uniform(0.97, 1.03), 2),
-                "latency_ms": lat,
-                "power_w": power,
-                "power_source": source,
-                "energy_mj_per_inference": energy,
-                "temp_c": round(self.temp_c, 1),
-                "cpu_percent": round(r.uniform(20, 60), 1),
-                "rss_mb": round(r.uniform(120, 180), 1),
-                "dropped_frames": 0,
-                "spool_depth": self.spool,
-                "runtime": self.runtime,
-                "model": self.model,
-                "throttled": None,
-            }
-        )
+        temp = round(self.temp_c, 1)
+        return contract.Metrics(
+            ts=time.time(),
+            fps=round(fps * r.uniform(0.97, 1.03), 2),
+            latency_ms=lat,
+            power_w=power,
+            power_source=source,
+            energy_mj_per_inference=energy,
+            temp_c=temp,
+            temps={"simulated": temp},
+            cpu_percent=round(r.uniform(20, 60), 1),
+            rss_mb=round(r.uniform(120, 180), 1),
+            dropped_frames=0,
+            spool_depth=self.spool,
+            spool_dropped=0,
+            runtime=self.runtime,
+            model=self.model,
+            throttled=None,
+            reasons=reasons,
+        ).to_json()
 
-    def bench(self) -> str:
+    def bench(self) -> bytes:
         results = []
         for runtime, _model, base in PROFILES[:2]:
             p50 = base * self.infer_ms / PROFILES[0][2]
@@ -162,6 +164,9 @@ class SimDevice:
                         "p50": round(p50, 3),
                         "p90": round(p50 * 1.15, 3),
                         "p99": round(p50 * 1.5, 3),
+                        "mean": round(p50 * 1.05, 3),
+                        "min": round(p50 * 0.9, 3),
+                        "max": round(p50 * 2.0, 3),
                     },
                     "throughput_fps": round(1000.0 / p50, 1),
                     "rss_mb": round(self.rng.uniform(90, 200), 1),
@@ -169,8 +174,8 @@ class SimDevice:
                     "power": {"source": "none: simulated device (fleet_load)", "mean_w": None},
                 }
             )
-        host = {"simulated": "fleet_load: synthetic numbers, not a measurement", "device_id": self.id}
-        return json.dumps({"model": self.model, "host": host, "ts": time.time(), "results": results})
+        host = {"simulated": f"fleet_load ({self.id}): synthetic numbers, not a measurement"}
+        return contract.Bench(model=self.model, host=host, ts=time.time(), results=results).to_json()
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -1,10 +1,12 @@
-"""Shared fixtures: a real mosquitto broker, the repo's models, real photos."""
+"""Shared fixtures: a real mosquitto broker, the repo's models, real photos, Raspberry Pi boards."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from app.telemetry.broker import Broker, mosquitto_path, start_broker
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
+BOARDS = REPO / "tests" / "measure" / "fixtures" / "boards"
 ASTRONAUT_FACE = (179.0, 81.0, 273.0, 176.0)  # x0, y0, x1, y1 in the 512x512 astronaut photo
 
 
@@ -86,3 +89,55 @@ def demo_video() -> Path:
     from app.vision.demo import demo_video_path
 
     return demo_video_path()
+
+
+@dataclass
+class PiBoard:
+    """A copy of a fixture board: `root` stands for `/`, `bin` holds its `vcgencmd` (put it first on PATH)."""
+
+    name: str
+    dir: Path
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def bin(self) -> Path:
+        return self.dir / "bin"
+
+    def answer(self, command: str, text: str | None) -> None:
+        """What `vcgencmd COMMAND` prints from now on (None: the firmware's unknown-command answer)."""
+        path = self.dir / "vcgencmd" / f"{command}.txt"
+        path.unlink(missing_ok=True)
+        if text is not None:
+            path.write_text(text)
+
+    def hang(self, command: str) -> None:
+        """`vcgencmd COMMAND` never answers from now on."""
+        (self.dir / "vcgencmd" / f"{command}.hang").touch()
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        """`base` with LOOKOUT_HOST_ROOT at this board and its vcgencmd first on PATH."""
+        return {
+            **base,
+            "LOOKOUT_HOST_ROOT": str(self.root),
+            "PATH": f"{self.bin}:{base.get('PATH', os.defpath)}",
+        }
+
+
+@pytest.fixture(scope="session")
+def pi_board(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., PiBoard]:
+    """pi_board("pi4" | "pi5", throttled="0x50000", name=...) -> a fresh private copy of that fixture board."""
+
+    def make(board: str, throttled: str | None = None, name: str | None = None) -> PiBoard:
+        dest = tmp_path_factory.mktemp(name or board) / (name or board)
+        shutil.copytree(BOARDS / board, dest, symlinks=False)
+        dest.joinpath("bin").mkdir()
+        shutil.copy2(BOARDS / "vcgencmd", dest / "bin" / "vcgencmd")
+        b = PiBoard(name or board, dest)
+        if throttled is not None:
+            b.answer("get_throttled", f"throttled={throttled}\n")
+        return b
+
+    return make

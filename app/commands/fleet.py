@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -14,6 +15,7 @@ from app.commands.actions import Actions, Option, option
 from app.errors import ConfigError
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+PASSWORD_ENV = "LOOKOUT_MQTT_PASSWORD"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,6 +73,11 @@ def _monitor_options() -> tuple[Option, ...]:
     return (
         option("--broker", default=DEFAULT_BROKER, help="mqtt://[user:pass@]host[:port] or mqtts://..."),
         option("--ca-file", help="CA certificate for mqtts://"),
+        option(
+            "--password-file",
+            metavar="FILE",
+            help=f"broker password: first line of FILE (else ${PASSWORD_ENV}, else the URL's); user from the URL",
+        ),
         option("--prefix", default="lookout", help="topic prefix (default: lookout)"),
         option("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections"),
         option("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)"),
@@ -84,12 +91,6 @@ def _monitor_options() -> tuple[Option, ...]:
         option("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)"),
         option(
             "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
-        ),
-        option(
-            "--validate-every",
-            type=int,
-            default=10,
-            help="full JSON Schema check of every Nth metrics/detections message (1 = all)",
         ),
         option(
             "--monitor-id",
@@ -126,7 +127,6 @@ def _build(args: argparse.Namespace, db: str | Path | None) -> tuple[Any, Any]:
         Registry(p90_alert_ms=args.p90_alert_ms, stale_s=args.stale_s),
         prefix=args.prefix,
         share_group=args.share,
-        validate_every=args.validate_every,
         store=store,
         history_interval_s=args.history_interval,
         qos=args.qos,
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--wait {args.wait}: must be >= 0")
     monitor, store = _build(args, args.db or (None if args.once else _default_db()))
     try:
-        monitor.start(args.broker, ca_file=args.ca_file)
+        monitor.start(args.broker, ca_file=args.ca_file, password=broker_password(args.password_file))
         if args.once:
             _wait(monitor, args.wait, args.idle_exit)
             return _print_once(args, monitor)
@@ -180,7 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
             refresh_s=args.refresh,
         )
         server = FleetServer(app, host, port)
-        monitor.start(args.broker, ca_file=args.ca_file)
+        monitor.start(args.broker, ca_file=args.ca_file, password=broker_password(args.password_file))
         server.start()
         where = store.location if store is not None else "no history"
         print(f"fleet: serving {server.url} (history: {where})", flush=True)
@@ -191,6 +191,22 @@ def _serve(args: argparse.Namespace) -> int:
         monitor.stop()
         if store is not None:
             store.close()
+
+
+def broker_password(path: str | None) -> str | None:
+    """The monitor's broker password from --password-file, else $LOOKOUT_MQTT_PASSWORD, else None (the
+    URL's, if any). Never printed: errors name the file, not its content."""
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"--password-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+        if not lines or not lines[0]:
+            raise ConfigError(f"--password-file {path}: the first line is empty")
+        return lines[0]
+    return os.environ.get(PASSWORD_ENV) or None
 
 
 def _until_signal(monitor: Any, interval_s: float) -> int:
@@ -210,6 +226,7 @@ def _until_signal(monitor: Any, interval_s: float) -> int:
         print(
             f"fleet: {sum(r['online'] for r in rows)}/{len(rows)} online, "
             f"{sum(stats.get('received', {}).values())} msgs, {stats.get('malformed_total', 0)} malformed, "
+            f"{stats.get('unsupported_version_total', 0)} unsupported version, "
             f"{'connected' if stats.get('connected') else 'DISCONNECTED'}; alerts: {' '.join(alerted) or 'none'}",
             flush=True,
         )
@@ -241,7 +258,8 @@ def _print_once(args: argparse.Namespace, monitor: object) -> int:
     if not stats["connected"] and not rows:
         from app.redact import redact
 
-        raise ConfigError(f"no connection to broker {redact(args.broker)} within {args.wait:g} s")
+        why = f": {monitor.stats.last_error}" if monitor.stats.last_error else ""  # type: ignore[attr-defined]
+        raise ConfigError(f"no connection to broker {redact(args.broker)} within {args.wait:g} s{why}")
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         sys.stdout.write("\n")

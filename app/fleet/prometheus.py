@@ -132,10 +132,14 @@ class FleetCollector:
             bad.add_metric([reason], n)
         yield rx
         yield bad
-        yield CounterMetricFamily(
-            "lookout_fleet_schema_validated", "Messages fully checked against their JSON Schema",
-            value=s.get("schema_validated", 0),
-        )  # fmt: skip
+        unsupported = CounterMetricFamily(
+            "lookout_fleet_messages_unsupported_version",
+            "Messages of a payload contract version this monitor does not speak (none: no v)",
+            labels=["version"],
+        )
+        for version, n in sorted(s.get("unsupported_version", {}).items()):
+            unsupported.add_metric([version], n)
+        yield unsupported
         yield CounterMetricFamily(
             "lookout_fleet_history_rows", "History rows written", value=s.get("history_rows", 0)
         )

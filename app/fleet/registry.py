@@ -1,4 +1,8 @@
-"""The fleet registry: one mutable DeviceState per device, updated in place by the monitor's ingest path."""
+"""The fleet registry: one mutable DeviceState per device, updated in place by the monitor's ingest path.
+
+It takes payloads already parsed by the contract (app/telemetry/contract.py), so every field it reads
+has the one shape the device sends: throttling alerts come from the device's decoded get_throttled flags.
+"""
 
 from __future__ import annotations
 
@@ -8,45 +12,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.fleet.window import RateWindow
+from app.telemetry.contract import Bench, Metrics, Status, Throttling
 
 INFER_STAGES = ("infer", "inference", "runtime", "invoke")  # latency_ms stage names taken as inference
 ONLINE_STATES = ("online", "degraded")
 SPOOL_GROWTH_SAMPLES = 3  # spool depth rising over this many consecutive metrics -> "spool growing"
 
 
-def infer_percentiles(latency_ms: Any) -> tuple[float | None, float | None, float | None]:
-    """(p50, p90, p99) of the inference stage from a metrics `latency_ms` {stage: {p50, p90, p99}}."""
-    if not isinstance(latency_ms, dict):
-        return None, None, None
+def infer_percentiles(m: Metrics) -> tuple[float | None, float | None, float | None]:
+    """(p50, p90, p99) of the inference stage of a metrics payload."""
     for stage in INFER_STAGES:
-        s = latency_ms.get(stage)
-        if isinstance(s, dict) and isinstance(s.get("p90"), int | float):
-            return tuple(  # type: ignore[return-value]
-                float(v) if isinstance(v := s.get(q), int | float) else None for q in ("p50", "p90", "p99")
-            )
+        p = m.latency_ms.get(stage)
+        if p is not None and p.p90 is not None:
+            return p.p50, p.p90, p.p99
     return None, None, None
 
 
-# Raspberry Pi `vcgencmd get_throttled` bits: 0 under-voltage now, 1 frequency capped, 2 throttled,
-# 3 soft temperature limit; 16-19 the same "has occurred since boot".
-def throttle_flags(raw: Any) -> tuple[bool | None, bool | None]:
-    """(throttled_now, under_voltage_now) from a bool, a get_throttled bitmask, or a flags object."""
-    if raw is None:
-        return None, None
-    if isinstance(raw, bool):
-        return raw, None
-    if isinstance(raw, int):
-        return bool(raw & 0b1110), bool(raw & 0b1)
-    if isinstance(raw, str):
-        try:
-            return throttle_flags(int(raw, 0))
-        except ValueError:
-            return None, None
-    if isinstance(raw, dict):  # named flags; "*occurred*" / "*since*" flags are history, not "now"
-        now_flags = {k: v for k, v in raw.items() if v is True and "occurred" not in k and "since" not in k}
-        under = [k for k in now_flags if "undervolt" in k.replace("_", "")]
-        return len(now_flags) > len(under), bool(under)
-    return None, None
+def throttle_alerts(t: Throttling | None) -> list[str]:
+    """What a device's decoded get_throttled flags mean for an operator: the condition now, else
+    `<condition>-since-boot` when it happened since boot (the firmware's sticky bits)."""
+    if t is None:
+        return []
+    out = []
+    for now, since, name in (
+        (t.now.slowed, t.since_boot.slowed, "throttled"),
+        (t.now.under_voltage, t.since_boot.under_voltage, "under-voltage"),
+    ):
+        if now:
+            out.append(name)
+        elif since:
+            out.append(f"{name}-since-boot")
+    return out
 
 
 @dataclass(slots=True)
@@ -71,9 +67,9 @@ class DeviceState:
     cpu_percent: float | None = None
     rss_mb: float | None = None
     dropped_frames: int | None = None
-    throttled_raw: Any = None
-    throttled: bool | None = None
-    under_voltage: bool | None = None
+    board: str | None = None
+    throttling: Throttling | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
     spool_depth: int | None = None
     spool_rises: int = 0
     last_seen: float = 0.0
@@ -86,7 +82,8 @@ class DeviceState:
     n_detections: int = 0
     n_bench: int = 0
     malformed: int = 0
-    bench: dict | None = None
+    unsupported_version: int = 0
+    bench: Bench | None = None
     dirty: bool = False
     det_window: RateWindow = field(default_factory=RateWindow)
     msg_window: RateWindow = field(default_factory=RateWindow)
@@ -114,43 +111,39 @@ class Registry:
             d = self.devices[device_id] = DeviceState(device_id)
         return d
 
-    def apply_status(self, device_id: str, p: dict, now: float) -> None:
+    def apply_status(self, device_id: str, p: Status, now: float) -> None:
         with self.lock:
             d = self._get(device_id)
-            d.state = str(p.get("state", "unknown"))
-            for key in ("version", "started_at", "runtime", "fallback", "model"):
-                if key in p:
-                    setattr(d, key, p[key])
+            d.state = p.state
+            for key in ("version", "started_at", "runtime", "model", "board"):
+                if key in p.model_fields_set:
+                    setattr(d, key, getattr(p, key))
+            if "fallback" in p.model_fields_set:
+                d.fallback = p.fallback.model_dump(by_alias=True) if p.fallback else None
             d.n_status += 1
             d.last_seen = now
             d.dirty = True
 
-    def apply_metrics(self, device_id: str, p: dict, now: float) -> None:
+    def apply_metrics(self, device_id: str, m: Metrics, now: float) -> None:
         with self.lock:
             d = self._get(device_id)
-            g = p.get
-            d.fps = g("fps")
-            d.infer_p50_ms, d.infer_p90_ms, d.infer_p99_ms = infer_percentiles(g("latency_ms"))
-            d.power_w = g("power_w")
-            d.power_source = g("power_source")
-            d.energy_mj_per_inference = g("energy_mj_per_inference")
-            d.temp_c = g("temp_c")
-            d.cpu_percent = g("cpu_percent")
-            d.rss_mb = g("rss_mb")
-            d.dropped_frames = g("dropped_frames")
-            depth = g("spool_depth")
-            if isinstance(depth, int) and isinstance(d.spool_depth, int):
-                d.spool_rises = d.spool_rises + 1 if depth > d.spool_depth else 0
-            d.spool_depth = depth
-            if "runtime" in p:
-                d.runtime = p["runtime"]
-            if "model" in p:
-                d.model = p["model"]
-            raw = g("throttled")
-            if raw is not d.throttled_raw:
-                d.throttled_raw = raw
-                d.throttled, d.under_voltage = throttle_flags(raw)
-            d.last_metrics_ts = g("ts")
+            d.fps = m.fps
+            d.infer_p50_ms, d.infer_p90_ms, d.infer_p99_ms = infer_percentiles(m)
+            d.power_w = m.power_w
+            d.power_source = m.power_source
+            d.energy_mj_per_inference = m.energy_mj_per_inference
+            d.temp_c = m.temp_c
+            d.cpu_percent = m.cpu_percent
+            d.rss_mb = m.rss_mb
+            d.dropped_frames = m.dropped_frames
+            if d.spool_depth is not None:
+                d.spool_rises = d.spool_rises + 1 if m.spool_depth > d.spool_depth else 0
+            d.spool_depth = m.spool_depth
+            d.runtime = m.runtime
+            d.model = m.model
+            d.throttling = m.throttled
+            d.reasons = dict(m.reasons)
+            d.last_metrics_ts = m.ts
             d.n_metrics += 1
             d.last_seen = now
             d.dirty = True
@@ -172,7 +165,7 @@ class Registry:
             d.last_seen = now
             d.dirty = True
 
-    def apply_bench(self, device_id: str, p: dict, now: float) -> None:
+    def apply_bench(self, device_id: str, p: Bench, now: float) -> None:
         with self.lock:
             d = self._get(device_id)
             d.bench = p
@@ -186,6 +179,11 @@ class Registry:
         with self.lock:
             self._get(device_id).malformed += 1
 
+    def count_unsupported(self, device_id: str) -> None:
+        """A payload of a contract version this monitor does not speak (the device is still listed)."""
+        with self.lock:
+            self._get(device_id).unsupported_version += 1
+
     def alerts(self, d: DeviceState, now: float) -> list[str]:
         out = []
         if not d.online:
@@ -194,10 +192,7 @@ class Registry:
             out.append("stale")
         if d.infer_p90_ms is not None and d.infer_p90_ms > self.p90_alert_ms:
             out.append("p90")
-        if d.throttled:
-            out.append("throttled")
-        if d.under_voltage:
-            out.append("under-voltage")
+        out += throttle_alerts(d.throttling)
         if d.fallback:
             out.append("fallback")
         if d.spool_rises >= SPOOL_GROWTH_SAMPLES:
@@ -206,9 +201,8 @@ class Registry:
 
     def row(self, d: DeviceState, now: float) -> dict[str, Any]:
         """One device as a plain JSON-able dict."""
-        bench_runtimes = None
-        if isinstance(d.bench, dict) and isinstance(d.bench.get("results"), list):
-            bench_runtimes = [r.get("runtime") for r in d.bench["results"] if isinstance(r, dict)]
+        bench_runtimes = [r.runtime for r in d.bench.results] if d.bench is not None else None
+        t = d.throttling
         return {
             "device_id": d.device_id,
             "online": d.online,
@@ -226,9 +220,13 @@ class Registry:
             "temp_c": d.temp_c,
             "cpu_percent": d.cpu_percent,
             "rss_mb": d.rss_mb,
-            "throttled": d.throttled,
-            "under_voltage": d.under_voltage,
-            "throttled_raw": d.throttled_raw,
+            "board": d.board,
+            "throttled": None if t is None else t.now.slowed,
+            "under_voltage": None if t is None else t.now.under_voltage,
+            "throttled_since_boot": None if t is None else t.since_boot.slowed,
+            "under_voltage_since_boot": None if t is None else t.since_boot.under_voltage,
+            "throttled_raw": None if t is None else t.raw,
+            "reasons": dict(d.reasons),
             "spool_depth": d.spool_depth,
             "spool_growing": d.spool_rises >= SPOOL_GROWTH_SAMPLES,
             "dropped_frames": d.dropped_frames,
@@ -244,6 +242,7 @@ class Registry:
                 "bench": d.n_bench,
             },
             "malformed": d.malformed,
+            "unsupported_version": d.unsupported_version,
             "version": d.version,
             "started_at": d.started_at,
             "last_seen": round(d.last_seen, 3) if d.last_seen else None,
@@ -257,18 +256,6 @@ class Registry:
         with self.lock:
             return [self.row(d, now) for d in sorted(self.devices.values(), key=lambda d: d.device_id)]
 
-    def device(self, device_id: str, now: float | None = None) -> dict[str, Any] | None:
-        """One device's row, or None when the registry has never heard of it."""
-        now = time.time() if now is None else now
-        with self.lock:
-            d = self.devices.get(device_id)
-            return None if d is None else self.row(d, now)
-
-    def benches(self) -> dict[str, dict]:
-        """The latest bench document of each device that published one."""
-        with self.lock:
-            return {k: d.bench for k, d in sorted(self.devices.items()) if isinstance(d.bench, dict)}
-
     def take_dirty(self, now: float) -> list[dict[str, Any]]:
         """Rows of devices changed since the last call (for bounded-rate history), clearing the flag."""
         with self.lock:
@@ -278,3 +265,15 @@ class Registry:
                     d.dirty = False
                     out.append(self.row(d, now))
             return out
+
+    def device(self, device_id: str, now: float | None = None) -> dict[str, Any] | None:
+        """One device's row, or None when the registry has never heard of it."""
+        now = time.time() if now is None else now
+        with self.lock:
+            d = self.devices.get(device_id)
+            return None if d is None else self.row(d, now)
+
+    def benches(self) -> dict[str, dict]:
+        """The latest bench document of each device that published one (as on the wire)."""
+        with self.lock:
+            return {k: d.bench.to_wire() for k, d in sorted(self.devices.items()) if d.bench is not None}

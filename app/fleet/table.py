@@ -23,6 +23,8 @@ ALERT_ORDER = (
     "p90",
     "throttled",
     "under-voltage",
+    "throttled-since-boot",
+    "under-voltage-since-boot",
     "fallback",
     "spool-growing",
 )
@@ -115,6 +117,8 @@ def summary(rows: list[dict[str, Any]], stats: dict[str, Any], p90_alert_ms: flo
     lag = stats.get("lag_ms", {})
     return (
         f"{online}/{len(rows)} online · msgs {sum(stats.get('received', {}).values())}"
-        f" · malformed {stats.get('malformed_total', 0)} · lag p99 {num(lag.get('p99_ms'), '.0f')} ms"
+        f" · malformed {stats.get('malformed_total', 0)}"
+        f" · unsupported version {stats.get('unsupported_version_total', 0)}"
+        f" · lag p99 {num(lag.get('p99_ms'), '.0f')} ms"
         f" · p90 alert > {p90_alert_ms:g} ms · {'connected' if stats.get('connected') else 'DISCONNECTED'}"
     )

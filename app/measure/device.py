@@ -25,7 +25,7 @@ class DeviceMeasurements:
         self.totals = StageHistograms((*stages, "end_to_end"))
         self.window = StageHistograms(stages)
         self.health = HealthReader(roots.base)
-        self.sampler = PowerSampler(make_meter(meter)).start()
+        self.sampler = PowerSampler(make_meter(meter, host=roots)).start()
         # the idle baseline is measured before inference starts, when a meter exists
         idle_w = self.sampler.measure_idle(IDLE_BASELINE_S) if self.sampler.available else None
         self.energy = EnergyAccumulator(self.sampler, idle_w)

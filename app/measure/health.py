@@ -1,45 +1,43 @@
-"""Device health: process CPU % and RSS, temperatures, Raspberry Pi throttling flags.
+"""Device health: process CPU % and RSS, temperatures, the board's model, Raspberry Pi throttling.
 
 Temperatures: every ``/sys/class/thermal/thermal_zone*/temp`` (m°C, keyed by the zone's ``type``) and
-``/sys/class/apex/apex_N/temp`` of a PCIe Coral (m°C). Throttling: ``vcgencmd get_throttled`` decoded
-into named flags, now (bits 0-3) and since boot (bits 16-19). Missing parts are None, and
-``reasons`` says why.
+``/sys/class/apex/apex_N/temp`` of a PCIe Coral (m°C); on a Pi where no zone is readable,
+``vcgencmd measure_temp``. Throttling: ``vcgencmd get_throttled``, decoded by the payload contract's
+``Throttling`` (the one shape from here to the fleet). Board: ``/proc/device-tree/model``. Everything is
+read under ``root`` (``HostRoots.base``: ``/`` on a device, a fixture tree in tests). A reading that
+fails is None, and ``reasons`` (keyed like the metrics fields) says why; nothing here raises.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from app.measure.power.base import run_command
+from app.measure.power.base import Runner
+from app.measure.vcgencmd import Vcgencmd, VcgencmdError
+from app.telemetry.contract import Throttling
 
-THROTTLE_FLAGS = ("under_voltage", "arm_freq_capped", "throttled", "soft_temp_limit")
-_THROTTLED = re.compile(r"throttled=(0x[0-9a-fA-F]+|\d+)")
-
-
-def decode_throttled(value: int) -> dict[str, Any]:
-    """{"raw": "0x50005", "now": {flag: bool}, "since_boot": {flag: bool}, "any_now", "any_since_boot"}."""
-    now = {name: bool(value >> bit & 1) for bit, name in enumerate(THROTTLE_FLAGS)}
-    since = {name: bool(value >> (16 + bit) & 1) for bit, name in enumerate(THROTTLE_FLAGS)}
-    return {
-        "raw": f"0x{value:x}",
-        "now": now,
-        "since_boot": since,
-        "any_now": any(now.values()),
-        "any_since_boot": any(since.values()),
-    }
+_THROTTLED = re.compile(r"throttled=(0x[0-9a-fA-F]+|\d+)\b")
+_TEMP = re.compile(r"temp=(-?\d+(?:\.\d+)?)'C")
 
 
 def parse_throttled(text: str) -> int:
     """The integer of `throttled=0x50005`; ValueError otherwise."""
     m = _THROTTLED.search(text)
     if not m:
-        raise ValueError(f"unexpected get_throttled output: {text.strip()[:60]!r}")
+        raise ValueError(f"unexpected get_throttled answer: {text.strip()[:60]!r}")
     return int(m.group(1), 0)
+
+
+def parse_measure_temp(text: str) -> float:
+    """°C of `temp=63.9'C`; ValueError otherwise."""
+    m = _TEMP.search(text)
+    if not m:
+        raise ValueError(f"unexpected measure_temp answer: {text.strip()[:60]!r}")
+    return float(m.group(1))
 
 
 def _read_milli(path: Path) -> float | None:
@@ -49,25 +47,33 @@ def _read_milli(path: Path) -> float | None:
         return None
 
 
+def board_model(root: Path = Path("/")) -> str | None:
+    """The hardware model the firmware names (`Raspberry Pi 5 Model B Rev 1.0`), None without a device tree."""
+    try:
+        text = (Path(root) / "proc/device-tree/model").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
+    except OSError:
+        return None
+    return text.strip() or None
+
+
 class HealthReader:
-    """Reads health figures; `root` is the filesystem root (a fixture tree in tests), `run` the command runner."""
+    """Reads health figures; `root` is the filesystem root, `run` the command runner (argv -> stdout)."""
 
     def __init__(
         self,
         root: Path = Path("/"),
-        run: Callable[[list[str]], str] | None = None,
+        run: Runner | None = None,
         vcgencmd: str = "vcgencmd",
         pid: int | None = None,
+        timeout_s: float = 1.0,
     ) -> None:
         self.root = Path(root)
-        self.run = run or run_command
-        self.vcgencmd = vcgencmd
+        self.vc = Vcgencmd(vcgencmd, run, timeout_s=timeout_s)
         self.proc = psutil.Process(pid)
         self.proc.cpu_percent(None)  # prime: the next call reports usage since now
-        self._vcgencmd_missing: str | None = None
 
     def temperatures(self) -> dict[str, float]:
-        """{zone type or apex_N: °C}."""
+        """{zone type or apex_N: °C} from sysfs."""
         temps: dict[str, float] = {}
         zones = self.root / "sys/class/thermal"
         for zone in sorted(zones.glob("thermal_zone*"), key=lambda p: (len(p.name), p.name)):
@@ -86,16 +92,18 @@ class HealthReader:
                 temps[apex.name] = t
         return temps
 
-    def throttled(self) -> tuple[dict[str, Any] | None, str | None]:
+    def throttled(self) -> tuple[Throttling | None, str | None]:
         """(decoded flags, None) or (None, reason)."""
-        if self._vcgencmd_missing:
-            return None, self._vcgencmd_missing
         try:
-            return decode_throttled(parse_throttled(self.run([self.vcgencmd, "get_throttled"]))), None
-        except FileNotFoundError:
-            self._vcgencmd_missing = f"{self.vcgencmd} not found (not a Raspberry Pi)"
-            return None, self._vcgencmd_missing
-        except (OSError, RuntimeError, ValueError) as exc:
+            return Throttling.from_register(parse_throttled(self.vc.query("get_throttled"))), None
+        except (VcgencmdError, ValueError) as exc:
+            return None, str(exc)
+
+    def firmware_temp(self) -> tuple[float | None, str | None]:
+        """(°C from `vcgencmd measure_temp`, None) or (None, reason)."""
+        try:
+            return parse_measure_temp(self.vc.query("measure_temp")), None
+        except (VcgencmdError, ValueError) as exc:
             return None, str(exc)
 
     def snapshot(self) -> dict[str, Any]:
@@ -106,7 +114,11 @@ class HealthReader:
             rss_mb = self.proc.memory_info().rss / (1024 * 1024)
         temps = self.temperatures()
         if not temps:
-            reasons["temp_c"] = f"no readable thermal zones under {self.root / 'sys/class/thermal'}"
+            soc, why = self.firmware_temp()
+            if soc is not None:
+                temps["vcgencmd"] = soc
+            else:
+                reasons["temp_c"] = f"no readable thermal zone under {self.root / 'sys/class/thermal'}; {why}"
         throttled, why = self.throttled()
         if why:
             reasons["throttled"] = why

@@ -32,16 +32,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app import __version__
 from app.config import MqttConfig, SpoolConfig
-from app.telemetry import connect, discovery
+from app.telemetry import connect, contract, discovery
 from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.commands import CommandRouter
-from app.telemetry.schemas import validate
 from app.telemetry.spool import PRIO_HIGH, Spool
 from app.telemetry.topics import Topics
 
 log = logging.getLogger("lookout.telemetry")
 
-WILL_PAYLOAD = b'{"state": "offline"}'
+WILL_PAYLOAD = contract.offline_will()
 CommandHandler = Callable[[str, dict], dict]
 
 
@@ -58,7 +57,6 @@ class Telemetry:
         command_handler: CommandHandler | None = None,
         max_inflight: int = 32,
         reconnect_min_s: float = 0.5,
-        validate_payloads: bool = True,
         client_id: str | None = None,
     ) -> None:
         self.cfg = mqtt_cfg
@@ -73,7 +71,6 @@ class Telemetry:
         self.mqtt5 = mqtt_cfg.protocol == "5"
         self.max_inflight = max_inflight
         self.reconnect_min_s = min(reconnect_min_s, mqtt_cfg.reconnect_max_s)
-        self.validate_payloads = validate_payloads
         self.started_at = time.time()
         self.spool = Spool(
             Path(state_dir) / "spool.sqlite",
@@ -140,55 +137,50 @@ class Telemetry:
         self.spool.close()
 
     # --- publishing (never blocks on the network) --------------------------------------------------
+    # Every payload goes through its contract model (app/telemetry/contract.py) before it is spooled:
+    # an invalid one raises ContractError here, in the caller, and never reaches the wire.
     def publish_status(self, **fields: Any) -> None:
-        """Retained, QoS 1. Merges `fields` into the current status; fills version, started_at, ts."""
+        """Retained, QoS 1. Merges `fields` into the current status; fills version, started_at, spool, ts."""
         status = dict(self._status or {})
         status.update(fields)
         status.setdefault("state", "online")
-        status.setdefault("runtime", None)
-        status.setdefault("model", None)
-        status.setdefault("fallback", None)
+        for key in ("runtime", "model", "fallback", "board"):
+            status.setdefault(key, None)
         status["version"] = __version__
         status["started_at"] = self.started_at
         status["spool_depth"] = self.spool.depth
         status["spool_dropped"] = self.spool.dropped
         status["ts"] = time.time()
-        self._check("status", status)
+        body = contract.build("status", status)
         self._status = status
-        self.spool.put(self.topics.status, _dumps(status), 1, True, prio=PRIO_HIGH, replace=True)
+        self.spool.put(self.topics.status, body.to_json(), 1, True, prio=PRIO_HIGH, replace=True)
         self._wake.set()
 
-    def publish_detections(self, payload: dict[str, Any]) -> int:
-        """QoS 1. Allocates the persisted, gap-free `seq` (returned) and fills ts."""
-        body = dict(payload)
-        body.setdefault("ts", time.time())
-        body["seq"] = 1  # placeholder so validation happens before a seq is consumed
-        self._check("detections", body)
+    def publish_detections(self, fields: dict[str, Any]) -> int:
+        """QoS 1. Allocates the persisted, gap-free `seq` (returned); fills ts when absent."""
+        body = contract.build(
+            "detections", {"ts": time.time(), **fields, "seq": 1}
+        )  # checked before a seq is used
 
         def make(seq: int) -> bytes:
-            body["seq"] = seq
-            return _dumps(body)
+            return body.model_copy(update={"seq": seq}).to_json()
 
         _, seq = self.spool.put_seq(self.topics.detections, make, 1, False)
         self._wake.set()
         return seq
 
-    def publish_metrics(self, payload: dict[str, Any]) -> None:
-        """QoS 1. Fills ts, spool_depth and spool_dropped when absent."""
-        body = dict(payload)
-        body.setdefault("ts", time.time())
-        body.setdefault("spool_depth", self.spool.depth)
-        body.setdefault("spool_dropped", self.spool.dropped)
-        self._check("metrics", body)
-        self.spool.put(self.topics.metrics, _dumps(body), 1, False)
+    def publish_metrics(self, payload: contract.Metrics | dict[str, Any]) -> None:
+        """QoS 1. A dict gets ts, spool_depth and spool_dropped filled when absent."""
+        if not isinstance(payload, contract.Metrics):
+            filled = {"ts": time.time(), "spool_depth": self.spool.depth, "spool_dropped": self.spool.dropped}
+            payload = contract.build("metrics", {**filled, **payload})
+        self.spool.put(self.topics.metrics, payload.to_json(), 1, False)
         self._wake.set()
 
     def publish_bench(self, payload: dict[str, Any]) -> None:
         """Retained, QoS 1: the `lookout bench` JSON (fills ts when absent)."""
-        body = dict(payload)
-        body.setdefault("ts", time.time())
-        self._check("bench", body)
-        self.spool.put(self.topics.bench, _dumps(body), 1, True, replace=True)
+        body = contract.build("bench", {"ts": time.time(), **payload})
+        self.spool.put(self.topics.bench, body.to_json(), 1, True, replace=True)
         self._wake.set()
 
     def stats(self) -> dict[str, Any]:
@@ -214,16 +206,16 @@ class Telemetry:
         """Block until connected and subscribed to commands (tests, startup); False on timeout."""
         return self._ready.wait(timeout_s)
 
-    def _check(self, kind: str, body: dict[str, Any]) -> None:
-        if self.validate_payloads:
-            validate(kind, body)
-
     def _reply(
         self, verb: str, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
     ) -> None:
         """The reply on `<prefix>/<id>/cmd/<verb>/reply`, and with MQTT 5 on the request's response topic
         (already checked to lie under that reply topic) with its correlation data; once when they are equal."""
-        data = _dumps(reply)
+        try:
+            data = contract.build("cmd_reply", reply).to_json()
+        except contract.ContractError as exc:  # the router checked it; a reply is never lost
+            log.error("reply to %s does not fit the contract: %s", verb, exc)
+            data = contract.CommandReply(ok=False, verb=verb, ts=time.time(), error=str(exc)).to_json()
         own = self.topics.cmd_reply(verb)
         if not (self.mqtt5 and response_topic == own):
             self.spool.put(own, data, 1, False, prio=PRIO_HIGH)

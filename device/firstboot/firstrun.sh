@@ -11,6 +11,8 @@ exec >>"$DIR/firstrun.log" 2>&1
 echo "== firstrun $(date -Is)"
 # shellcheck source=/dev/null
 . "$DIR/flash.env"
+# The broker config and TLS key leave the FAT partition first (secure-config.sh; firstboot repeats it).
+bash "$DIR/device/firstboot/secure-config.sh" || echo "secure-config failed; firstboot retries it"
 
 if [ -n "${LOOKOUT_HOSTNAME:-}" ]; then
   if [ -x /usr/lib/raspberrypi-sys-mods/imager_custom ]; then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -243,3 +244,167 @@ def test_mounted_system_disk_is_refused(repo: Path, tmp_path: Path, fat, config:
     assert result.returncode == 2, result.stdout
     assert "refusing" in result.stderr or "partition" in result.stderr
     assert "dry run" not in result.stdout
+
+
+# --- TLS files, --edgetpu, and no secret left on the boot partition -----------------------------------
+PASSWORD = "pw-never-on-fat-Zq81"
+TLS_CONFIG = """# a fleet device
+model = "blazeface-short"
+
+[runtime]
+type = "edgetpu"
+
+[mqtt]
+url = "mqtts://broker.example:8883"
+username = "pi-cam-9"
+password = "{password}"
+
+[mqtt.tls]
+ca_file = "pki/ca.crt"   # relative to this file
+cert_file = "{cert}"
+key_file = 'pki/pi-cam-9.key'
+"""
+
+
+@pytest.fixture
+def tls_config(tmp_path: Path, tool) -> dict[str, Path]:
+    """A config naming a CA, a client certificate and key made here with openssl (EC, one day)."""
+    openssl = tool("openssl", "openssl")
+    pki = tmp_path / "cfg" / "pki"
+    pki.mkdir(parents=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+    subprocess.run([openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test CA"],
+                   cwd=pki, check=True, capture_output=True)  # fmt: skip
+    subprocess.run([openssl, "req", "-x509", *ec, "-keyout", "pi-cam-9.key", "-out", "pi-cam-9.crt",
+                    "-subj", "/CN=pi-cam-9"], cwd=pki, check=True, capture_output=True)  # fmt: skip
+    cfg = tmp_path / "cfg" / "pi.toml"
+    cfg.write_text(TLS_CONFIG.format(password=PASSWORD, cert=pki / "pi-cam-9.crt"))
+    return {"config": cfg, "ca": pki / "ca.crt", "cert": pki / "pi-cam-9.crt", "key": pki / "pi-cam-9.key"}
+
+
+def test_tls_files_and_edgetpu_travel_with_the_config(repo: Path, tmp_path: Path, fat, tls_config) -> None:
+    import tomllib
+
+    image = make_image(tmp_path / "rpios.img", fat, {"cmdline.txt": CMDLINE + "\n"})
+    target = tmp_path / "card.img"
+    out = flash(repo, image, target, "--config", str(tls_config["config"]), "--device-id", "pi-cam-9")
+    assert "runtime.type is edgetpu" in out.stdout and "ca.crt client.crt client.key" in out.stdout
+    assert PASSWORD not in out.stdout + out.stderr
+    cfg_text = read(fat, target, "lookout/config.toml")
+    cfg = tomllib.loads(cfg_text)
+    assert cfg["device_id"] == "pi-cam-9" and cfg["runtime"]["type"] == "edgetpu"
+    assert cfg["mqtt"]["tls"] == {
+        "ca_file": "/etc/lookout/tls/ca.crt",
+        "cert_file": "/etc/lookout/tls/client.crt",
+        "key_file": "/etc/lookout/tls/client.key",
+    }
+    assert "# relative to this file" in cfg_text  # the user's comments stay
+    for name, src in (("ca.crt", "ca"), ("client.crt", "cert"), ("client.key", "key")):
+        assert read(fat, target, f"lookout/tls/{name}") == tls_config[src].read_text()
+    env_file = tmp_path / "flash.env"
+    env_file.write_text(read(fat, target, "lookout/flash.env"))
+    args = subprocess.run(["bash", "-c", f'. "{env_file}"; printf %s "$LOOKOUT_INSTALL_ARGS"'],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert args == "--edgetpu"
+    # the card's config is a valid lookout config
+    from app.config import validate_config
+
+    assert str(validate_config(cfg).mqtt.tls.key_file) == "/etc/lookout/tls/client.key"
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ('[mqtt.tls]\nca_file = "missing.crt"\n', "ca_file missing.crt not found"),
+        ('[mqtt.tls]\nkey_file = "k.key"\n', "cert_file and key_file go together"),
+    ],
+)
+def test_bad_tls_settings_are_one_line_errors(repo: Path, tmp_path: Path, fat, tls, message) -> None:
+    (tmp_path / "k.key").write_text("key")
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[mqtt]\nurl = "mqtts://b:8883"\n' + tls)
+    image = make_image(tmp_path / "rpios.img", fat, {"cmdline.txt": CMDLINE + "\n"})
+    result = flash(repo, image, tmp_path / "card.img", "--config", str(cfg), check=False)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "card.img").exists()
+
+
+def _ids(root: Path, db: str, name: str) -> int:
+    for line in (root / "etc" / db).read_text().splitlines():
+        if line.split(":")[0] == name:
+            return int(line.split(":")[2])
+    raise AssertionError(f"{name} not in {db}")
+
+
+def test_first_boot_moves_config_and_keys_into_etc_and_erases_the_boot_copies(
+    repo: Path, tmp_path: Path, fat, tls_config, tool
+) -> None:
+    """flash.sh writes the card; first boot runs (in a staged root) on exactly what the card holds."""
+    tool("systemd-sysusers", "systemd")
+    boot = {
+        "cmdline.txt": CMDLINE + " ds=nocloud\n",
+        "user-data": "#cloud-config\n",
+        "meta-data": "instance-id: x\n",
+    }
+    image = make_image(tmp_path / "rpios.img", fat, boot)
+    target = tmp_path / "card.img"
+    flash(repo, image, target, "--config", str(tls_config["config"]), "--device-id", "pi-cam-9")
+    assert "[bash, /boot/firmware/lookout/device/firstboot/secure-config.sh]" in read(
+        fat, target, "user-data"
+    )
+
+    root = tmp_path / "root"
+    firmware = root / "boot/firmware"
+    firmware.mkdir(parents=True)
+    fat("mcopy", "-s", "-i", f"{target}@@{BOOT_START * SECTOR}", "::/lookout", str(firmware))
+    bundle = firmware / "lookout"
+    card_config = (bundle / "config.toml").read_text()
+    assert PASSWORD in card_config  # on the FAT partition until first boot...
+    keep = {"config": tmp_path / "config.link", "key": tmp_path / "key.link"}
+    os.link(bundle / "config.toml", keep["config"])  # second names for the same bytes: was it overwritten?
+    os.link(bundle / "tls/client.key", keep["key"])
+    sizes = {k: p.stat().st_size for k, p in keep.items()}
+
+    def first_boot() -> None:
+        r = subprocess.run(["bash", str(bundle / "device/firstboot/firstboot.sh"), "--root", str(root)],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert r.returncode == 0, (bundle / "install.log").read_text()[-3000:]
+
+    first_boot()
+    etc = root / "etc/lookout"
+    gid, uid = _ids(root, "group", "lookout"), _ids(root, "passwd", "lookout")
+
+    def mode_owner(p: Path) -> tuple[int, int, int]:
+        st = p.stat()
+        return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+
+    assert (etc / "config.toml").read_text() == card_config
+    assert mode_owner(etc / "config.toml") == (0o640, 0, gid)
+    assert mode_owner(etc / "tls") == (0o750, 0, gid)
+    assert mode_owner(etc / "tls/client.key") == (0o600, uid, gid)
+    assert mode_owner(etc / "tls/ca.crt") == (0o644, 0, 0) and mode_owner(etc / "tls/client.crt") == (
+        0o644,
+        0,
+        0,
+    )
+    assert (etc / "tls/client.key").read_text() == tls_config["key"].read_text()
+    # ...and gone from it after: unlinked, and the bytes overwritten with zeros first
+    assert not (bundle / "config.toml").exists() and not (bundle / "tls").exists()
+    for k, p in keep.items():  # shred rounds up to whole blocks: the slack is zeroed too
+        data = p.read_bytes()
+        assert set(data) == {0} and len(data) >= sizes[k], f"the boot copy of the {k} was not overwritten"
+    secrets = [PASSWORD.encode(), tls_config["key"].read_bytes().split(b"\n")[1]]
+    for f in firmware.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert not any(s in data for s in secrets), f"a secret is still in {f}"
+    # install.sh ran on top and kept the config; the one-shot is done
+    assert (root / "etc/systemd/system/lookout.service").is_file() and (bundle / "installed").exists()
+    assert not (root / "etc/systemd/system/multi-user.target.wants/lookout-firstboot.service").exists()
+    # a second boot (a retry) changes nothing
+    first_boot()
+    assert (etc / "config.toml").read_text() == card_config and mode_owner(etc / "config.toml") == (
+        0o640,
+        0,
+        gid,
+    )

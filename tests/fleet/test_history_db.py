@@ -128,10 +128,10 @@ def test_monitors_starting_together_migrate_postgres_once_and_survive_it_going_a
     # the database goes away under a running monitor: the failed write is counted, nothing crashes
     mon = Monitor(Registry(), store=stores[0])
     metrics = {
-        "ts": time.time(), "fps": 9.5, "latency_ms": {"infer": {"p50": 5.0, "p90": 7.5, "p99": 9.0}},
-        "power_w": None, "power_source": "none", "energy_mj_per_inference": None, "temp_c": 51.0,
-        "cpu_percent": 30.0, "rss_mb": 100.0, "dropped_frames": 0, "spool_depth": 0, "runtime": "tflite",
-        "model": "m", "throttled": None,
+        "v": 1, "ts": time.time(), "fps": 9.5, "latency_ms": {"infer": {"p50": 5.0, "p90": 7.5, "p99": 9.0}},
+        "power_w": None, "power_source": "none", "energy_mj_per_inference": None, "temp_c": 51.0, "temps": {},
+        "cpu_percent": 30.0, "rss_mb": 100.0, "dropped_frames": 0, "spool_depth": 0, "spool_dropped": 0,
+        "runtime": "tflite", "model": "m", "throttled": None, "reasons": {},
     }  # fmt: skip
     mon.handle("lookout/cam/metrics", json.dumps(metrics).encode(), time.time())
     assert mon.flush_history() == 1

@@ -17,11 +17,13 @@ from app.telemetry.broker_url import parse_broker_url
 pytestmark = pytest.mark.broker
 
 VALID_STATUS = {
+    "v": 1,
     "state": "online",
     "version": "test",
     "runtime": "tflite",
     "model": "blazeface-short",
     "fallback": None,
+    "board": None,
     "started_at": 1.0,
     "ts": 2.0,
 }
@@ -42,11 +44,12 @@ def publish_retained(url: str, messages: list[tuple[str, bytes]]) -> None:
 def test_malformed_messages_are_counted_and_the_monitor_keeps_going(
     broker, lookout_cmd, clean_env, tmp_path: Path
 ) -> None:
-    bad_metrics = {"ts": 1.0, "fps": "fast"}  # missing fields, wrong type
+    bad_metrics = {"v": 1, "ts": 1.0, "fps": "fast"}  # missing fields, wrong type
     full_metrics_wrong_type = {
-        "ts": 1.0, "fps": 3.0, "latency_ms": {"infer": {"p50": 1, "p90": "slow", "p99": 3}}, "power_w": None,
-        "power_source": "none: test", "energy_mj_per_inference": None, "temp_c": None, "cpu_percent": None,
-        "rss_mb": None, "dropped_frames": None, "spool_depth": 0, "runtime": "tflite", "model": "m", "throttled": None,
+        "v": 1, "ts": 1.0, "fps": 3.0, "latency_ms": {"infer": {"p50": 1, "p90": "slow", "p99": 3}},
+        "power_w": None, "power_source": "none: test", "energy_mj_per_inference": None, "temp_c": None,
+        "temps": {}, "cpu_percent": None, "rss_mb": None, "dropped_frames": None, "spool_depth": 0,
+        "spool_dropped": 0, "runtime": "tflite", "model": "m", "throttled": None, "reasons": {},
     }  # fmt: skip
     messages = [
         ("lookout/bad-json/status", b"{not json"),
@@ -55,8 +58,16 @@ def test_malformed_messages_are_counted_and_the_monitor_keeps_going(
         ("lookout/bad-state/status", json.dumps({**VALID_STATUS, "state": "dancing"}).encode()),
         ("lookout/bad-metrics/metrics", json.dumps(bad_metrics).encode()),
         ("lookout/bad-p90/metrics", json.dumps(full_metrics_wrong_type).encode()),
-        ("lookout/bad-seq/detections", json.dumps({"seq": "one", "ts": 1.0, "detections": []}).encode()),
-        ("lookout/bad-bench/bench", json.dumps({"results": []}).encode()),
+        (
+            "lookout/bad-seq/detections",
+            json.dumps({"v": 1, "seq": "one", "ts": 1.0, "detections": []}).encode(),
+        ),
+        ("lookout/bad-bench/bench", json.dumps({"v": 1, "results": []}).encode()),
+        (
+            "lookout/old-device/status",
+            json.dumps({k: v for k, v in VALID_STATUS.items() if k != "v"}).encode(),
+        ),
+        ("lookout/new-device/status", json.dumps(VALID_STATUS | {"v": 2}).encode()),
         ("lookout/big/detections", b"[" + b"1," * 200_000 + b"1]"),
         ("lookout/good-1/status", json.dumps(VALID_STATUS).encode()),
     ]
@@ -72,6 +83,8 @@ def test_malformed_messages_are_counted_and_the_monitor_keeps_going(
     stats = json.loads(stats_file.read_text())
     assert stats["malformed"] == {"json": 4, "schema:status": 1, "schema:metrics": 2, "schema:detections": 1,
                                   "schema:bench": 1}  # fmt: skip
+    assert stats["unsupported_version"] == {"none": 1, "2": 1}  # counted apart from malformed
+    assert rows["old-device"]["unsupported_version"] == 1 and rows["old-device"]["malformed"] == 0
     assert rows["good-1"]["online"] is True and rows["good-1"]["malformed"] == 0
     assert rows["bad-state"]["malformed"] == 1 and rows["bad-state"]["state"] == "unknown"
     assert "malformed message" in r.stderr  # logged, rate-limited per reason
@@ -99,7 +112,10 @@ def test_shared_subscription_splits_metrics_and_detections_between_monitors(
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             got = sum(m.stats.received["detections"] for m in monitors)
-            if got >= published["detections"]:
+            # the final `stopped` statuses travel on another subscription than the shared detections:
+            # their arrival is not ordered with the last detections, so wait for both
+            stopped = all(sum(r["state"] == "stopped" for r in m.registry.snapshot()) == 6 for m in monitors)
+            if got >= published["detections"] and stopped:
                 break
             time.sleep(0.1)
     finally:

@@ -11,21 +11,34 @@ from rich.console import Console
 
 from app.errors import ConfigError
 from app.fleet.monitor import Monitor
-from app.fleet.registry import Registry, throttle_flags
+from app.fleet.registry import Registry, throttle_alerts
 from app.fleet.store import Store, parse_duration
 from app.fleet.view import render, sort_rows
 from app.fleet.window import LagHistogram, RateWindow
+from app.telemetry.contract import Metrics, Status, Throttling
 
 
-def metrics(**over: object) -> dict:
+def metrics_dict(**over: object) -> dict:
     m = {
-        "ts": time.time(), "fps": 9.5, "latency_ms": {"infer": {"p50": 5.0, "p90": 7.5, "p99": 9.0}},
+        "v": 1, "ts": time.time(), "fps": 9.5, "latency_ms": {"infer": {"p50": 5.0, "p90": 7.5, "p99": 9.0}},
         "power_w": None, "power_source": "none: no meter", "energy_mj_per_inference": None, "temp_c": 51.0,
-        "cpu_percent": 30.0, "rss_mb": 100.0, "dropped_frames": 0, "spool_depth": 0, "runtime": "tflite",
-        "model": "blazeface-short", "throttled": None,
+        "temps": {"cpu-thermal": 51.0}, "cpu_percent": 30.0, "rss_mb": 100.0, "dropped_frames": 0,
+        "spool_depth": 0, "spool_dropped": 0, "runtime": "tflite", "model": "blazeface-short", "throttled": None,
+        "reasons": {"throttled": "vcgencmd not found (not a Raspberry Pi?)"},
     }  # fmt: skip
     m.update(over)
     return m
+
+
+def metrics(**over: object) -> Metrics:
+    """A metrics payload as the device builds it (the contract's model, not a hand-made dict)."""
+    return Metrics.model_validate(metrics_dict(**over))
+
+
+def status(state: str, **over: object) -> Status:
+    fields = {"version": "0.1.0", "runtime": "tflite", "model": "blazeface-short", "fallback": None,
+              "board": None, "started_at": 1.0, "ts": 2.0}  # fmt: skip
+    return Status(state=state, **(fields | over)) if state != "offline" else Status(state=state)
 
 
 def test_seq_gaps_and_duplicates_are_counted() -> None:
@@ -57,30 +70,44 @@ def test_lag_histogram_percentiles() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    ("register", "alerts", "row"),
     [
-        (None, (None, None)),
-        (False, (False, None)),
-        (0x50005, (True, True)),  # get_throttled: under-voltage + throttled now
-        (0x50000, (False, False)),  # only "has occurred"
-        ({"under_voltage_now": True, "throttled_now": False}, (False, True)),
-        ({"throttled_now": True, "under_voltage_occurred": True}, (True, False)),
+        (None, [], (None, None, None, None)),
+        (0x0, [], (False, False, False, False)),
+        (0x50005, ["throttled", "under-voltage"], (True, True, True, True)),  # both, now and since boot
+        (0x50000, ["throttled-since-boot", "under-voltage-since-boot"], (False, False, True, True)),
+        (0x10001, ["under-voltage"], (False, True, False, True)),
+        (0x80008, ["throttled"], (True, False, True, False)),  # soft temperature limit: slowed down
     ],
 )
-def test_throttle_flags(raw: object, expected: tuple) -> None:
-    assert throttle_flags(raw) == expected
+def test_throttling_alerts_come_from_the_device_flags(register, alerts, row) -> None:
+    t = None if register is None else Throttling.from_register(register)
+    assert throttle_alerts(t) == alerts
+    reg = Registry()
+    now = time.time()
+    reg.apply_status("pi", status("online"), now)
+    reg.apply_metrics("pi", metrics(throttled=None if t is None else t.model_dump()), now)
+    r = reg.snapshot(now)[0]
+    assert (
+        r["throttled"],
+        r["under_voltage"],
+        r["throttled_since_boot"],
+        r["under_voltage_since_boot"],
+    ) == row
+    assert r["alerts"] == alerts
+    assert r["throttled_raw"] == (None if t is None else f"0x{register:x}")
 
 
 def test_alerts() -> None:
     reg = Registry(p90_alert_ms=50.0)
     now = time.time()
     reg.apply_status(
-        "slow", {"state": "online", "fallback": {"from": "edgetpu", "to": "tflite", "reason": "x"}}, now
+        "slow", status("online", fallback={"from": "edgetpu", "to": "tflite", "reason": "x"}), now
     )
     reg.apply_metrics("slow", metrics(latency_ms={"infer": {"p50": 60, "p90": 80, "p99": 90}}), now)
     for depth in (1, 5, 9, 20):
-        reg.apply_metrics("spooly", metrics(spool_depth=depth, throttled={"under_voltage_now": True}), now)
-    reg.apply_status("gone", {"state": "offline"}, now)
+        reg.apply_metrics("spooly", metrics(spool_depth=depth, throttled=Throttling.from_register(1)), now)
+    reg.apply_status("gone", status("offline"), now)
     rows = {r["device_id"]: r for r in reg.snapshot(now)}
     assert rows["slow"]["alerts"] == ["p90", "fallback"]
     assert rows["spooly"]["alerts"] == ["offline", "under-voltage", "spool-growing"]  # no status yet
@@ -103,16 +130,28 @@ def test_sort_rows_puts_missing_values_last_and_rejects_unknown_keys() -> None:
 
 
 def test_monitor_ingest_without_a_broker() -> None:
-    mon = Monitor(Registry(), validate_every=1)
+    mon = Monitor(Registry())
     now = time.time()
-    mon.handle("lookout/cam-1/metrics", json.dumps(metrics()).encode(), now)
-    mon.handle("lookout/cam-1/metrics", json.dumps(metrics(temp_c="hot")).encode(), now)
-    mon.handle("lookout/cam-1/detections", b'{"seq": 1}', now)
+    mon.handle("lookout/cam-1/metrics", json.dumps(metrics_dict()).encode(), now)
+    mon.handle("lookout/cam-1/metrics", json.dumps(metrics_dict(temp_c="hot")).encode(), now)
+    mon.handle(
+        "lookout/cam-1/metrics",
+        json.dumps(metrics_dict(temp_c=None)).encode().replace(b"null", b"NaN", 1),
+        now,
+    )
+    mon.handle("lookout/cam-1/detections", b'{"v": 1, "seq": 1}', now)
     mon.handle("elsewhere/cam-1/metrics", b"{}", now)
-    row = mon.registry.snapshot(now)[0]
-    assert row["temp_c"] == 51.0 and row["infer_p90_ms"] == 7.5
-    assert row["malformed"] == 2
-    assert mon.stats.malformed == {"schema:metrics": 1, "schema:detections": 1, "topic": 1}
+    old = {k: v for k, v in metrics_dict().items() if k != "v"}  # a device older than the contract
+    mon.handle("lookout/cam-1/metrics", json.dumps(old).encode(), now)
+    mon.handle("lookout/cam-2/status", json.dumps({"v": 2, "state": "charging"}).encode(), now)
+    rows = {r["device_id"]: r for r in mon.registry.snapshot(now)}
+    assert rows["cam-1"]["temp_c"] == 51.0 and rows["cam-1"]["infer_p90_ms"] == 7.5
+    assert rows["cam-1"]["reasons"] == {"throttled": "vcgencmd not found (not a Raspberry Pi?)"}
+    assert rows["cam-1"]["malformed"] == 3 and rows["cam-1"]["unsupported_version"] == 1
+    assert rows["cam-2"]["unsupported_version"] == 1 and rows["cam-2"]["state"] == "unknown"
+    assert mon.stats.malformed == {"schema:metrics": 1, "json": 1, "schema:detections": 1, "topic": 1}
+    assert mon.stats.unsupported_version == {"none": 1, "2": 1}
+    assert mon.stats.received["metrics"] == 3  # the NaN one never parsed as JSON
 
 
 def test_retention_prunes_old_rows(tmp_path) -> None:

@@ -22,35 +22,42 @@ from app.fleet.registry import Registry
 from app.fleet.store import Store
 from app.fleet.table import COLUMNS
 from app.fleet.web import FleetApp, FleetServer, check_bind, parse_bind
+from app.telemetry import contract
 
 TOKEN = "s3cret-token-0123456789"
 
 
-def metrics(**over: object) -> dict:
+def metrics(**over: object) -> bytes:
+    """A metrics payload built with the device's contract (what a device sends, not a hand-made shape)."""
     m = {
         "ts": time.time(), "fps": 9.5, "latency_ms": {"infer": {"p50": 5.0, "p90": 7.5, "p99": 9.0}},
         "power_w": None, "power_source": "none: no meter", "energy_mj_per_inference": None, "temp_c": 51.0,
-        "cpu_percent": 30.0, "rss_mb": 100.0, "dropped_frames": 0, "spool_depth": 2, "runtime": "tflite",
-        "model": "blazeface-short", "throttled": None,
+        "temps": {"cpu-thermal": 51.0}, "cpu_percent": 30.0, "rss_mb": 100.0, "dropped_frames": 0,
+        "spool_depth": 2, "spool_dropped": 0, "runtime": "tflite", "model": "blazeface-short", "throttled": None,
+        "reasons": {},
     }  # fmt: skip
     m.update(over)
-    return m
+    return contract.build("metrics", m).to_json()
 
 
 def feed(mon: Monitor) -> None:
     now = time.time()
-    status = {"state": "online", "version": "0.1.0", "runtime": "tflite", "model": "blazeface-short",
-              "fallback": None, "started_at": now, "ts": now}  # fmt: skip
+    status = contract.Status(state="online", version="0.1.0", runtime="tflite", model="blazeface-short",
+                             fallback=None, board=None, started_at=now, ts=now).to_json()  # fmt: skip
     for dev in ("cam-a", "cam-b"):
-        mon.handle(f"lookout/{dev}/status", json.dumps(status).encode(), now)
-    mon.handle("lookout/cam-a/metrics", json.dumps(metrics()).encode(), now)
-    measured = metrics(power_w=3.2, power_source="hwmon:ina219", energy_mj_per_inference=24.0,
-                       throttled={"throttled_now": True, "under_voltage_now": True})  # fmt: skip
-    mon.handle("lookout/cam-b/metrics", json.dumps(measured).encode(), now)
+        mon.handle(f"lookout/{dev}/status", status, now)
+    mon.handle("lookout/cam-a/metrics", metrics(), now)
+    measured = metrics(
+        power_w=3.2,
+        power_source="hwmon:ina219",
+        energy_mj_per_inference=24.0,
+        throttled=contract.Throttling.from_register(0x5),
+    )  # under-voltage + throttled now
+    mon.handle("lookout/cam-b/metrics", measured, now)
     for seq in (1, 2, 5):
-        det = {"seq": seq, "ts": now, "frame": seq, "model": "blazeface-short", "runtime": "tflite",
-               "detections": [], "latency_ms": {"infer": 7.0}}  # fmt: skip
-        mon.handle("lookout/cam-b/detections", json.dumps(det).encode(), now)
+        det = contract.Detections(seq=seq, ts=now, frame=seq, model="blazeface-short", runtime="tflite",
+                                  detections=[], latency_ms={"infer": 7.0})  # fmt: skip
+        mon.handle("lookout/cam-b/detections", det.to_json(), now)
     mon.handle("lookout/cam-b/metrics", b"{not json", now)
     mon.flush_history()
 
@@ -59,7 +66,7 @@ def feed(mon: Monitor) -> None:
 def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[FleetServer, Monitor]]:
     token = getattr(request, "param", None)
     store = Store(tmp_path / "h.sqlite", monitor="test")
-    mon = Monitor(Registry(), store=store, validate_every=1)
+    mon = Monitor(Registry(), store=store)
     feed(mon)
     app = FleetApp(mon.registry, mon.stats.as_dict, store, token=token, refresh_s=0.2)
     srv = FleetServer(app, "127.0.0.1", 0).start()

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.fleet.monitor import parse_broker_url
+from app.telemetry import contract
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -132,14 +133,17 @@ def _publish(url: str, messages: list[tuple[str, dict, bool]]) -> None:
 
 
 def _metrics(runtime: str, **over: object) -> dict:
+    """Contract-valid metrics (what a device could send) with markup in every string it controls."""
     m = {
-        "ts": time.time(), "fps": 29.8, "latency_ms": {"infer": {"p50": 9.0, "p90": 11.0, "p99": 15.0}},
+        "v": 1, "ts": time.time(), "fps": 29.8, "latency_ms": {"infer": {"p50": 9.0, "p90": 11.0, "p99": 15.0}},
         "power_w": 2.5, "power_source": '"><svg onload=alert(3)>', "energy_mj_per_inference": 80.0,
-        "temp_c": 61.5, "cpu_percent": 40.0, "rss_mb": 150.0, "dropped_frames": 0, "spool_depth": 0,
-        "runtime": runtime, "model": EVIL, "throttled": True,
+        "temp_c": 61.5, "temps": {"<i>zone</i>": 61.5}, "cpu_percent": 40.0, "rss_mb": 150.0, "dropped_frames": 0,
+        "spool_depth": 0, "spool_dropped": 0, "runtime": runtime, "model": EVIL,
+        "throttled": contract.Throttling.from_register(0x4).model_dump(),  # throttled now
+        "reasons": {"<b>x</b>": "<script>alert(4)</script>"},
     }  # fmt: skip
     m.update(over)
-    return m
+    return contract.parse("metrics", m).to_wire()
 
 
 def test_device_strings_are_inert_and_swaps_and_fallbacks_are_marked(
@@ -150,11 +154,11 @@ def test_device_strings_are_inert_and_swaps_and_fallbacks_are_marked(
         "--broker", broker.url, "--db", str(tmp_path / "h.sqlite"), "--history-interval", "0.3", "--refresh", "0.5"
     )  # fmt: skip
     base = "lookout/evil-1"
-    status = {"state": "online", "version": "<script>alert(2)</script>", "runtime": "edgetpu", "model": EVIL,
-              "fallback": None, "started_at": time.time(), "ts": time.time()}  # fmt: skip
-    bench = {"model": EVIL, "host": {"cpu": "<i>board</i>"}, "ts": time.time(),
-             "results": [{"runtime": "<u>rt</u>", "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0},
-                          "throughput_fps": 500.0, "rss_mb": 90.0}]}  # fmt: skip
+    status = {"v": 1, "state": "online", "version": "<script>alert(2)</script>", "runtime": "edgetpu",
+              "model": EVIL, "fallback": None, "board": EVIL, "started_at": time.time(), "ts": time.time()}  # fmt: skip
+    latency = {"p50": 1.0, "p90": 2.0, "p99": 3.0, "mean": 1.2, "min": 0.9, "max": 4.0}
+    bench = {"v": 1, "model": EVIL, "host": {"cpu": "<i>board</i>"}, "ts": time.time(),
+             "results": [{"runtime": "<u>rt</u>", "latency_ms": latency, "throughput_fps": 500.0, "rss_mb": 90.0}]}  # fmt: skip
     _publish(broker.url, [(f"{base}/status", status, True), (f"{base}/metrics", _metrics("edgetpu"), False),
                           (f"{base}/bench", bench, True)])  # fmt: skip
     time.sleep(1.0)

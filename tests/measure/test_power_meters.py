@@ -12,7 +12,7 @@ import pytest
 
 from app.config import HwmonMeter, Ina2xxI2CMeter, NoMeter, RaplMeter, RpiPmicMeter
 from app.measure.power import make_meter
-from app.measure.power.rpi_pmic import parse_pmic_adc
+from app.measure.power.rpi_pmic import parse_pmic_adc, rails_power_w
 
 RAPL_RANGE_UJ = 262143328850  # max_energy_range_uj of a real package-0 zone
 
@@ -200,7 +200,35 @@ def test_pmic_absent_or_unsupported_is_null_with_reason(fixtures_dir: Path) -> N
     assert m.read_power_w() is None and "vcgencmd not found" in m.source
     pi4 = (fixtures_dir / "pmic_read_adc_pi4.txt").read_text()
     m = make_meter(RpiPmicMeter(), run=lambda argv: pi4)
-    assert m.read_power_w() is None and "no rails" in m.source and "Command not registered" in m.source
+    assert m.read_power_w() is None and "Command not registered" in m.source and "Pi 5" in m.source
+
+
+def test_pmic_through_the_vcgencmd_stand_in(pi_board, fixtures_dir: Path) -> None:
+    pi5, pi4 = pi_board("pi5"), pi_board("pi4")
+    m = make_meter(RpiPmicMeter(vcgencmd=str(pi5.bin / "vcgencmd")))
+    want = rails_power_w(parse_pmic_adc((fixtures_dir / "pmic_read_adc_pi5.txt").read_text()))
+    assert m.available and m.read_power_w() == pytest.approx(want)
+    m = make_meter(RpiPmicMeter(vcgencmd=str(pi4.bin / "vcgencmd")))
+    assert (
+        not m.available
+        and m.source.startswith("rpi_pmic unavailable:")
+        and "Command not registered" in m.source
+    )
+    pi5.hang("pmic_read_adc")
+    m = make_meter(RpiPmicMeter(vcgencmd=str(pi5.bin / "vcgencmd")))
+    assert not m.available and "timed out after 2 s" in m.source
+
+
+def test_hwmon_meters_of_the_pi4_board_under_the_host_root(pi_board) -> None:
+    from app.hostroots import HostRoots
+
+    board = pi_board("pi4")
+    host = HostRoots(board.root)
+    ina219 = make_meter(HwmonMeter(name="ina219"), host=host)
+    assert ina219.source == "hwmon:ina219 (hwmon2)" and ina219.read_power_w() == pytest.approx(4.572)
+    ina260 = make_meter(HwmonMeter(name="ina260"), host=host)
+    assert ina260.read_power_w() == pytest.approx(3.8)
+    assert not make_meter(HwmonMeter(name="ina226"), host=host).available
 
 
 # --- INA219 / INA260 over I2C -------------------------------------------------------------------

@@ -27,7 +27,8 @@ class Recorder:
         if verb == "swap" and payload["model"] == "buggy":
             raise KeyError("oops")
         if verb == "swap":
-            return {"runtime": payload["runtime"], "model": payload["model"], "load_s": 0.1}
+            to = {"model": payload["model"], "runtime": payload["runtime"]}
+            return {"from": {"model": "blazeface-short", "runtime": "tflite"}, "to": to, "load_s": 0.1}
         return {}
 
 
@@ -45,7 +46,7 @@ def test_swap_reaches_the_handler(router: tuple[CommandRouter, Recorder]) -> Non
     r, rec = router
     reply = r.process("swap", _req({"model": "blazeface-short", "runtime": "executorch", "id": "42"}))
     validate("cmd_reply", reply)
-    assert reply["ok"] is True and reply["id"] == "42" and reply["runtime"] == "executorch"
+    assert reply["ok"] is True and reply["id"] == "42" and reply["to"]["runtime"] == "executorch"
     assert rec.calls == [("swap", {"model": "blazeface-short", "runtime": "executorch"})]
 
 

@@ -24,7 +24,8 @@ DET = {"frame": 0, "model": "blazeface-short", "runtime": "tflite",
 METRICS = {"fps": 24.0, "latency_ms": {"infer": {"p50": 4.0, "p90": 5.5, "p99": 8.0}}, "power_w": None,
            "power_source": "none: no power meter configured", "energy_mj_per_inference": None, "temp_c": None,
            "cpu_percent": 93.0, "rss_mb": 150.2, "dropped_frames": 2, "runtime": "tflite",
-           "model": "blazeface-short", "throttled": None}  # fmt: skip
+           "model": "blazeface-short", "throttled": None, "temps": {},
+           "reasons": {"temp_c": "no thermal zone", "throttled": "vcgencmd not found"}}  # fmt: skip
 BENCH = {
     "model": "blazeface-short",
     "host": {"cpu": "test"},
@@ -43,7 +44,9 @@ class Service:
     def __call__(self, verb: str, payload: dict) -> dict:
         self.calls.append((verb, payload))
         self.gate.wait(30)
-        return {"model": payload.get("model"), "runtime": payload.get("runtime")} if verb == "swap" else {}
+        if verb == "swap":
+            return {"to": {"model": payload["model"], "runtime": payload["runtime"]}, "load_s": 0.0}
+        return {}
 
 
 def _check_all_against_schemas(msgs: list) -> dict[str, int]:
@@ -238,6 +241,21 @@ def test_unmeasured_metrics_stay_null(
         m["power_w"] is None and m["energy_mj_per_inference"] is None and m["power_source"].startswith("none")
     )
     assert m["spool_depth"] >= 0 and m["spool_dropped"] == 0
+    assert m["temp_c"] is None and m["reasons"]["temp_c"] == "no thermal zone"
+
+
+def test_nan_never_reaches_the_wire(
+    broker: Broker, collect: Callable[..., Collector], telemetry: Callable
+) -> None:
+    sub = collect(broker, ["lookout/+/metrics"])
+    t = telemetry(broker.url)
+    t.publish_metrics(METRICS | {"fps": float("nan"), "cpu_percent": float("inf")})
+    raw = sub.wait_for("/metrics")[0].payload
+    assert b"NaN" not in raw and b"Infinity" not in raw
+    m = json.loads(raw)
+    assert m["fps"] is None and m["cpu_percent"] is None
+    assert m["reasons"]["fps"] == "not a finite number (nan)" and "inf" in m["reasons"]["cpu_percent"]
+    assert m["reasons"]["temp_c"] == "no thermal zone"  # the producer's own reasons are kept
 
 
 def test_invalid_payload_is_refused_before_a_seq_is_used(broker: Broker, telemetry: Callable) -> None:

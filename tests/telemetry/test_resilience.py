@@ -60,14 +60,14 @@ def test_will_arrives_when_the_device_is_killed(
     try:
         wait_until(lambda: any(m.json()["state"] == "online" for m in sub.on("/status")), 20, "status online")
         _kill9(p)
-        wait_until(lambda: sub.on("/status")[-1].json() == {"state": "offline"}, 20, "the will")
+        wait_until(lambda: sub.on("/status")[-1].json() == {"v": 1, "state": "offline"}, 20, "the will")
     finally:
         if p.poll() is None:
             p.kill()
     # retained: a monitor starting now sees the device offline
     late = collect(broker, ["lookout/cam-kill/status"])
     msg = late.wait_for("/status")[0]
-    assert msg.retain and msg.json() == {"state": "offline"}
+    assert msg.retain and msg.json() == {"v": 1, "state": "offline"}
 
 
 def test_broker_down_10s_every_seq_arrives_in_order(

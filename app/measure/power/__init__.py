@@ -10,13 +10,16 @@ module's ``open_meter(cfg, **roots)``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import plugins
 from app.errors import LookoutError
 from app.measure.power.base import PowerMeter, Runner, UnavailableMeter
 from app.measure.power.energy import EnergyAccumulator
 from app.measure.power.sampler import PowerSampler
+
+if TYPE_CHECKING:
+    from app.hostroots import HostRoots
 
 __all__ = [
     "EnergyAccumulator",
@@ -28,9 +31,13 @@ __all__ = [
 ]
 
 
-def make_meter(cfg: Any, **roots: Any) -> PowerMeter:
-    """Open the meter for `cfg` (None = no meter). Never raises for missing hardware."""
+def make_meter(cfg: Any, host: HostRoots | None = None, **roots: Any) -> PowerMeter:
+    """Open the meter for `cfg` (None = no meter). Never raises for missing hardware.
+
+    `host` re-bases a configured absolute `root` (e.g. /sys/class/hwmon) under $LOOKOUT_HOST_ROOT."""
     kind = getattr(cfg, "type", "none") if cfg is not None else "none"
+    if host is not None and "root" not in roots and getattr(cfg, "root", None) is not None:
+        roots["root"] = host.path(cfg.root)
     try:
         open_meter = plugins.load(plugins.METERS, kind)
     except LookoutError as exc:  # unknown, or its module failed to import

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +14,28 @@ Runner = Callable[[list[str]], str]
 
 
 def run_command(argv: list[str], timeout_s: float = 2.0) -> str:
-    """Default command runner: stdout of argv, or OSError / RuntimeError with a one-line reason."""
+    """Default command runner: stdout of argv, or OSError / RuntimeError with a one-line reason.
+
+    The command runs in its own process group, killed whole when it outlives `timeout_s`: a hung helper
+    (or one that forked a child holding the pipe) costs at most the timeout. A non-zero exit is a
+    RuntimeError naming the most telling line of its output (an ``error_msg=`` line when there is one).
+    """
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{argv[0]} timed out after {timeout_s:g} s") from None
-    if proc.returncode != 0 and not proc.stdout.strip():
-        msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
-        raise RuntimeError(f"{' '.join(argv)}: {msg}")
-    return proc.stdout
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=1.0)
+        raise RuntimeError(f"{' '.join(argv)} timed out after {timeout_s:g} s") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (err + "\n" + out).splitlines() if ln.strip()]
+        told = next((ln for ln in lines if "error_msg=" in ln), lines[0] if lines else None)
+        raise RuntimeError(f"{' '.join(argv)}: {told or f'exit status {proc.returncode}'}")
+    return out
 
 
 class PowerMeter:

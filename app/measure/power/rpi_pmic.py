@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.measure.power.base import PowerMeter, Runner, UnavailableMeter, run_command
+from app.measure.power.base import PowerMeter, Runner, UnavailableMeter
+from app.measure.vcgencmd import Vcgencmd, VcgencmdError
 
 _LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=([-+0-9.eE]+)[AV]\s*$")
 SCOPE = "PMIC rails V×A; excludes USB/5 V loads such as a USB Coral"
@@ -31,35 +32,35 @@ def rails_power_w(rails: dict[str, dict[str, float]]) -> float | None:
 
 
 class RpiPmicPowerMeter(PowerMeter):
-    def __init__(self, vcgencmd: str, run: Runner, rate_hz: float = 20.0) -> None:
-        self._argv = [vcgencmd, "pmic_read_adc"]
-        self._run = run
+    def __init__(self, vc: Vcgencmd, rate_hz: float = 20.0) -> None:
+        self.vc = vc
         self.rate_hz = rate_hz
         self.source = f"rpi_pmic: {SCOPE}"
 
     def read_rails(self) -> dict[str, dict[str, float]]:
-        return parse_pmic_adc(self._run(self._argv))
+        return parse_pmic_adc(self.vc.query("pmic_read_adc"))
 
     def read_power_w(self) -> float | None:
         try:
             return rails_power_w(self.read_rails())
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (VcgencmdError, ValueError) as exc:
             self.last_error = str(exc)
             return None
 
 
 def open_meter(cfg: Any, run: Runner | None = None, **_roots: Any) -> PowerMeter:
-    meter = RpiPmicPowerMeter(cfg.vcgencmd, run or run_command, cfg.rate_hz)
+    """The PMIC meter when `vcgencmd pmic_read_adc` answers with rails (a Pi 5), else why not."""
+    # Sampling wants every reading: no back-off after a timeout, each call is bounded by the timeout.
+    vc = Vcgencmd(cfg.vcgencmd, run, timeout_s=2.0, backoff_s=0.0)
     label = "rpi_pmic"
     try:
-        out = meter._run(meter._argv)
-    except FileNotFoundError:
-        return UnavailableMeter(f"{label} unavailable: {cfg.vcgencmd} not found (not a Raspberry Pi?)")
-    except (OSError, RuntimeError) as exc:
-        return UnavailableMeter(f"{label} unavailable: {exc}")
+        out = vc.query("pmic_read_adc")
+    except VcgencmdError as exc:
+        hint = "; the PMIC ADC is a Pi 5's" if "not registered" in str(exc) else ""
+        return UnavailableMeter(f"{label} unavailable: {exc}{hint}")
     if rails_power_w(parse_pmic_adc(out)) is None:
         first = (out.strip().splitlines() or ["no output"])[0][:80]
         return UnavailableMeter(
             f"{label} unavailable: {cfg.vcgencmd} pmic_read_adc gave no rails ({first}); a Pi 5 is needed"
         )
-    return meter
+    return RpiPmicPowerMeter(vc, cfg.rate_hz)
