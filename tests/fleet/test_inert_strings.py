@@ -47,24 +47,26 @@ def _publish_hostile_device(broker, device_id: str = "evil-1") -> mqtt.Client:
     c.loop_start()
     now = time.time()
     status = {
-        "state": "degraded", "version": HOSTILE["version"], "runtime": HOSTILE["runtime"],
+        "v": 1, "state": "degraded", "board": f"Pi{TITLE}", "version": HOSTILE["version"], "runtime": HOSTILE["runtime"],
         "model": HOSTILE["model"], "started_at": now - 5, "ts": now, "reason": HOSTILE["reason"],
         "fallback": {"from": HOSTILE["runtime"], "to": "tflite", "reason": HOSTILE["reason"]},
     }  # fmt: skip
     metrics = {
-        "ts": now, "fps": 9.5, "latency_ms": {"infer": {"p50": 4.0, "p90": 5.0, "p99": 6.0}},
+        "v": 1, "ts": now, "fps": 9.5, "latency_ms": {"infer": {"p50": 4.0, "p90": 5.0, "p99": 6.0}},
         "power_w": 2.5, "power_source": HOSTILE["power_source"], "energy_mj_per_inference": 1.0,
         "temp_c": 50.0, "cpu_percent": 10.0, "rss_mb": 100.0, "dropped_frames": 0, "spool_depth": 0,
         "runtime": HOSTILE["runtime"], "model": HOSTILE["model"], "throttled": None,
+        "temps": {f"zone{TITLE}": 50.0}, "spool_dropped": 0, "reasons": {"throttled": HOSTILE["reason"]},
     }  # fmt: skip
     detections = {
-        "seq": 1, "ts": now, "frame": 1, "model": HOSTILE["model"], "runtime": HOSTILE["runtime"],
+        "v": 1, "seq": 1, "ts": now, "frame": 1, "model": HOSTILE["model"], "runtime": HOSTILE["runtime"],
         "detections": [{"label": HOSTILE["label"], "score": 0.9, "box": [1, 2, 3, 4]}],
         "latency_ms": {"infer": 5.0},
     }  # fmt: skip
     bench = {
-        "model": HOSTILE["model"], "host": {"machine": TITLE}, "ts": now,
-        "results": [{"runtime": HOSTILE["runtime"], "latency_ms": {"p50": 4.0, "p90": 5.0}, "error": MARKUP}],
+        "v": 1, "model": HOSTILE["model"], "host": {"machine": TITLE}, "ts": now,
+        "results": [{"runtime": HOSTILE["runtime"], "error": MARKUP,
+                     "latency_ms": {"p50": 4.0, "p90": 5.0, "p99": 6.0, "mean": 4.2, "min": 3.9, "max": 6.1}}],
     }  # fmt: skip
     base = f"lookout/{device_id}"
     infos = [
