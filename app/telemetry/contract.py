@@ -478,6 +478,11 @@ class CommandReply(Payload):
     load_s: NonNegFloat | Absent = Field(default=None, description="swap: load and warm-up time, s")
     applied: AppliedConfig | Absent = Field(default=None, description="config: what changed")
     results: NonNegInt | Absent = Field(default=None, description="bench: runtimes measured")
+    response_topic_refused: str | Absent = Field(
+        default=None,
+        min_length=1,
+        description="MQTT 5: why the request's Response Topic was not used (it lies outside this reply topic)",
+    )
 
     @model_validator(mode="after")
     def _error_iff_failed(self) -> CommandReply:
