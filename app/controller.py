@@ -86,7 +86,7 @@ class Controller:
             return {"ok": False, "error": "another swap is in progress"}
         try:
             t0 = time.monotonic()
-            data = self.cfg.model_dump(mode="json")
+            data = self.cfg.model_dump()  # python mode: secrets stay SecretStr, not their "***" rendering
             data["model"] = model
             table = switch_runtime(runtime, self.configured.runtime)
             table["isolate"] = bool(table.get("isolate")) or needs_isolation(runtime)

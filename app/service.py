@@ -114,7 +114,6 @@ class Service:
                 cfg.device_id,
                 cfg.state_dir,
                 command_handler=controller.handle,
-                models_dir=cfg.models_dir,
             )
             self.status.telemetry = controller.telemetry = self.telemetry
             self.telemetry.start()

@@ -229,6 +229,7 @@ def _until_signal(monitor: Any, interval_s: float) -> int:
     import threading
 
     from app.fleet.monitor import missed_warning
+    from app.inert import printable
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -236,7 +237,7 @@ def _until_signal(monitor: Any, interval_s: float) -> int:
     while not stop.wait(interval_s):
         rows = monitor.registry.snapshot()
         stats = monitor.stats.as_dict()
-        alerted = [f"{r['device_id']}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
+        alerted = [f"{printable(r['device_id'])}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
         missed = missed_warning(stats.get("missed") or {})
         print(
             f"fleet: {sum(r['online'] for r in rows)}/{len(rows)} online, "
@@ -273,10 +274,10 @@ def _print_once(args: argparse.Namespace, monitor: object) -> int:
         }
         Path(args.stats_json).write_text(json.dumps(json_safe(stats), indent=1, allow_nan=False))
     if not stats["connected"] and not rows:
-        from app.telemetry.broker_url import redact_url
+        from app.redact import redact
 
         why = f": {monitor.stats.last_error}" if monitor.stats.last_error else ""  # type: ignore[attr-defined]
-        raise ConfigError(f"no connection to broker {redact_url(args.broker)} within {args.wait:g} s{why}")
+        raise ConfigError(f"no connection to broker {redact(args.broker)} within {args.wait:g} s{why}")
     if args.json:  # JSON has no NaN or Infinity: a non-finite number is null here
         sys.stdout.write(json.dumps(json_safe(rows), indent=1, allow_nan=False) + "\n")
     else:

@@ -28,7 +28,7 @@ from app.errors import ConfigError
 from app.fleet.registry import Registry
 from app.fleet.store import Store
 from app.fleet.window import LagHistogram
-from app.telemetry import contract, topics
+from app.telemetry import connect, contract, topics
 from app.telemetry.broker_url import parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -261,8 +261,8 @@ class Monitor:
 
         def on_connect(c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
             if reason.is_failure:
-                self.stats.last_error = f"the broker refused the connection: {reason}"
-                log.error("broker refused the connection: %s", reason)
+                self.stats.last_error = connect.describe_refusal(reason, addr.username)
+                log.error("%s", self.stats.last_error)
                 return
             self.stats.connected = True
             self._sys_dropped = None  # a new session: count from the broker's next report
@@ -281,8 +281,9 @@ class Monitor:
         client.on_message = on_message
         try:
             client.connect(addr.host, addr.port, keepalive=30)
-        except OSError as exc:
-            raise ConfigError(f"cannot connect to broker {addr}: {exc}") from None
+        except (OSError, ValueError) as exc:  # ssl.CertificateError is a ValueError too
+            why = connect.describe_error(exc, addr.host)
+            raise ConfigError(f"cannot connect to broker {addr}: {why}") from None
         self._client = client
         client.loop_start()
         if self.store is not None:

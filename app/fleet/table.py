@@ -2,13 +2,18 @@
 
 One owner for what the fleet table shows, used by the terminal view (rich styles per tone) and the web
 page (CSS classes per tone), so both show the same columns with the same formatting and highlights.
-Cell texts are plain strings; each renderer makes them inert for its medium (rich Text, HTML escaping).
+Cell texts are printable (control characters from the network written as visible escapes,
+app.inert.printable); each renderer makes them inert for its medium (rich Text, HTML escaping).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, NamedTuple
+
+from app.inert import printable
+
+TEXT_LIMIT = 48  # characters of one network string shown in a cell
 
 # Tones: "" plain, "good", "bad", "warn", "accent" (a fallback runtime), "muted".
 ALERT_ORDER = (
@@ -74,7 +79,7 @@ def row_tone(row: dict[str, Any]) -> str:
 def cells(row: dict[str, Any]) -> list[Cell]:
     """The table cells of one registry row, in COLUMNS order."""
     alerts = row.get("alerts") or []
-    runtime = str(row.get("runtime") or "—")
+    runtime = printable(row.get("runtime") or "—", TEXT_LIMIT)
     if row.get("fallback"):
         runtime += " (fallback)"
     power = num(row.get("power_w"), ".2f")
@@ -82,10 +87,10 @@ def cells(row: dict[str, Any]) -> list[Cell]:
         power += " sim"
     hot = row.get("throttled") or row.get("under_voltage")
     return [
-        Cell(str(row.get("device_id"))),
-        Cell(str(row.get("state") or "unknown"), "good" if row.get("online") else "bad"),
+        Cell(printable(row.get("device_id"), TEXT_LIMIT)),
+        Cell(printable(row.get("state") or "unknown", TEXT_LIMIT), "good" if row.get("online") else "bad"),
         Cell(runtime, "accent" if row.get("fallback") else ""),
-        Cell(str(row.get("model") or "—")),
+        Cell(printable(row.get("model") or "—", TEXT_LIMIT)),
         Cell(num(row.get("fps"))),
         Cell(num(row.get("infer_p90_ms")), "bad" if "p90" in alerts else ""),
         Cell(power, "muted" if power.endswith("sim") else ""),

@@ -413,7 +413,9 @@ class SwapCommand(Command):
     topic: ClassVar[str] = "<prefix>/<device_id>/cmd/swap (QoS 1)"
 
     model: str = Field(
-        min_length=1, max_length=256, description="model name in the models directory (or a path inside it)"
+        min_length=1,
+        max_length=256,
+        description="model name: a folder of the device's models directory (letters, digits, '.', '_', '+', '-'); no paths",
     )
     runtime: RuntimeName
 
@@ -489,6 +491,11 @@ class CommandReply(Payload):
     load_s: NonNegFloat | Absent = Field(default=None, description="swap: load and warm-up time, s")
     applied: AppliedConfig | Absent = Field(default=None, description="config: what changed")
     results: NonNegInt | Absent = Field(default=None, description="bench: runtimes measured")
+    response_topic_refused: str | Absent = Field(
+        default=None,
+        min_length=1,
+        description="MQTT 5: why the request's Response Topic was not used (it lies outside this reply topic)",
+    )
 
     @model_validator(mode="after")
     def _error_iff_failed(self) -> CommandReply:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -32,11 +33,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app import __version__
 from app.config import MqttConfig, SpoolConfig
-from app.errors import ConfigError
-from app.telemetry import contract, discovery
+from app.telemetry import connect, contract, discovery
 from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.commands import CommandRouter
 from app.telemetry.spool import PRIO_HIGH, Spool, SpoolError, SpoolWriteError
@@ -59,7 +60,6 @@ class Telemetry:
         state_dir: Path,
         *,
         command_handler: CommandHandler | None = None,
-        models_dir: Path | None = None,
         max_inflight: int = 32,
         reconnect_min_s: float = 0.5,
         client_id: str | None = None,
@@ -70,7 +70,9 @@ class Telemetry:
         addr = parse_broker_url(mqtt_cfg.url, "mqtt.url")
         self.host, self.port, self.tls = addr.host, addr.port, addr.tls
         self.username = mqtt_cfg.username or addr.username
-        self.password = mqtt_cfg.password if mqtt_cfg.password is not None else addr.password
+        self.password = (
+            mqtt_cfg.password.get_secret_value() if mqtt_cfg.password is not None else addr.password
+        )
         self.mqtt5 = mqtt_cfg.protocol == "5"
         self.max_inflight = max_inflight
         self.reconnect_min_s = min(reconnect_min_s, mqtt_cfg.reconnect_max_s)
@@ -81,7 +83,7 @@ class Telemetry:
             spool_cfg.max_age_s,
             spool_cfg.drop_policy,
         )
-        self.commands = CommandRouter(self.topics, command_handler, self._reply, models_dir=models_dir)
+        self.commands = CommandRouter(self.topics, command_handler, self._reply)
         self._status: dict[str, Any] | None = None
         self._client = self._make_client(client_id or f"lookout-{device_id}")
         # sender state: row ids handed to paho and not yet acknowledged; mid -> row id
@@ -102,6 +104,7 @@ class Telemetry:
         self._attempts = 0  # connection attempts since the last successful CONNACK
         self._counts = {"published": 0, "acked": 0, "rejected": 0, "connects": 0, "unspooled": 0}
         self.last_error: str | None = None
+        self._warned: str | None = None  # the connection error last logged as a warning
         self._threads: list[threading.Thread] = []
         self._cmd_sub_mid = -1
         self._stopped = False
@@ -233,12 +236,16 @@ class Telemetry:
     def _reply(
         self, verb: str, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
     ) -> None:
+        """The reply on `<prefix>/<id>/cmd/<verb>/reply`, and with MQTT 5 on the request's response topic
+        (already checked to lie under that reply topic) with its correlation data; once when they are equal."""
         try:
             data = contract.build("cmd_reply", reply).to_json()
         except contract.ContractError as exc:  # the router checked it; a reply is never lost
             log.error("reply to %s does not fit the contract: %s", verb, exc)
             data = contract.CommandReply(ok=False, verb=verb, ts=time.time(), error=str(exc)).to_json()
-        self._keep(lambda: self.spool.put(self.topics.cmd_reply(verb), data, 1, False, prio=PRIO_HIGH))
+        own = self.topics.cmd_reply(verb)
+        if not (self.mqtt5 and response_topic == own):
+            self._keep(lambda: self.spool.put(own, data, 1, False, prio=PRIO_HIGH))
         if response_topic and self.mqtt5:
             self._keep(
                 lambda: self.spool.put(
@@ -301,22 +308,7 @@ class Telemetry:
         proto = MQTTProtocolVersion.MQTTv5 if self.mqtt5 else MQTTProtocolVersion.MQTTv311
         kwargs: dict[str, Any] = {} if self.mqtt5 else {"clean_session": True}
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
-        if self.username:
-            c.username_pw_set(self.username, self.password)
-        if self.tls:
-            t = self.cfg.tls
-            for name, p in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
-                if p is not None and not Path(p).is_file():
-                    raise ConfigError(f"mqtt.tls.{name} {p} not found")
-            if (t.cert_file is None) != (t.key_file is None):
-                raise ConfigError("mqtt.tls: cert_file and key_file must be given together")
-            c.tls_set(
-                ca_certs=str(t.ca_file) if t.ca_file else None,
-                certfile=str(t.cert_file) if t.cert_file else None,
-                keyfile=str(t.key_file) if t.key_file else None,
-            )
-            if t.insecure:
-                c.tls_insecure_set(True)
+        connect.configure(c, self.tls, self.cfg.tls, self.username, self.password)
         c.will_set(self.topics.status, WILL_PAYLOAD, qos=1, retain=True)
         c.max_inflight_messages_set(self.max_inflight)
         c.on_connect = self._on_connect
@@ -335,14 +327,20 @@ class Telemetry:
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.warning("mqtt %s:%s %s", self.host, self.port, self.last_error)
+            self._connect_error(connect.describe_refusal(reason, self.username))
             return
+        self._warned = None
         self._ever_connected = True
         self._attempts = 0
         with self._map_lock:
             self._counts["connects"] += 1
-        self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
+        # Retained commands never run: with MQTT 5 the broker is asked not to send them (Retain Handling 2);
+        # with 3.1.1 it sends them flagged as retained and the router refuses them.
+        if self.mqtt5:
+            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, options=opts)[1]
+        else:
+            self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
         if self.cfg.homeassistant:
             client.subscribe(discovery.HA_STATUS_TOPIC, qos=1)
             self._publish_discovery()
@@ -364,8 +362,18 @@ class Telemetry:
             log.info("mqtt %s:%s %s", self.host, self.port, self.last_error)
 
     def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
-        self.last_error = f"cannot connect to {self.host}:{self.port}"
-        log.info("mqtt %s", self.last_error)
+        # paho calls this inside its `except OSError:` around the connect: the exception is still current
+        why = connect.describe_error(sys.exc_info()[1], self.host)
+        self._connect_error(f"cannot connect to {self.host}:{self.port}: {why}")
+
+    def _connect_error(self, why: str) -> None:
+        """Remember why connecting failed; a new reason is a warning (seen without -v), a repeat is not."""
+        self.last_error = why
+        if why != self._warned:
+            self._warned = why
+            log.warning("mqtt: %s (retrying with backoff)", why)
+        else:
+            log.debug("mqtt: %s", why)
 
     def _on_pre_connect(self, _c: mqtt.Client, _ud: Any) -> None:
         # paho's backoff doubles from reconnect_min_s to reconnect_max_s without jitter; add up to half
@@ -395,7 +403,9 @@ class Telemetry:
             props = getattr(msg, "properties", None)
             response_topic = getattr(props, "ResponseTopic", None) if props else None
             correlation = getattr(props, "CorrelationData", None) if props else None
-            self.commands.submit(msg.topic, msg.payload, response_topic, correlation)
+            self.commands.submit(
+                msg.topic, msg.payload, response_topic, correlation, retained=bool(msg.retain)
+            )
         except Exception:  # never let a message kill the network thread
             log.exception("handling message on %s", msg.topic)
 
