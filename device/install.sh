@@ -97,6 +97,19 @@ MARK_END='# <<< lookout'
 
 # --- helpers -----------------------------------------------------------------------------------
 host() { [ -z "$ROOT" ]; }
+# systemd manages this host right now (sd_booted(3): /run/systemd/system exists). Not so in an image
+# being prepared, a container or a chroot, even with systemd installed, nor where it is absent.
+systemd_running() { host && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
+
+# Enable a unit without systemd: the symlinks `systemctl enable` would make for its WantedBy= targets.
+enable_offline() { # enable_offline UNIT
+  local unit=$1 target
+  # shellcheck disable=SC2013  # WantedBy= is a space-separated list of words
+  for target in $(sed -n 's/^WantedBy=//p' "$ROOT$UNIT_DIR/$unit"); do
+    mkdir -p "$ROOT$UNIT_DIR/$target.wants"
+    ln -sfn "$UNIT_DIR/$unit" "$ROOT$UNIT_DIR/$target.wants/$unit"
+  done
+}
 
 # Numeric id of a user or group inside the (staged) root, or the name itself on the host.
 lookup_id() { # lookup_id passwd|group NAME
@@ -174,7 +187,7 @@ boot_config_block() { # boot_config_block add|remove
 
 # --- uninstall ---------------------------------------------------------------------------------
 if [ "$UNINSTALL" -eq 1 ]; then
-  if host && command -v systemctl >/dev/null; then
+  if systemd_running; then
     systemctl disable --now lookout.service lookout-fleet.service 2>/dev/null || true
   fi
   rm -f "$ROOT$UNIT_DIR/lookout.service" "$ROOT$UNIT_DIR/lookout-fleet.service"
@@ -185,8 +198,8 @@ if [ "$UNINSTALL" -eq 1 ]; then
   rmdir "$ROOT$UNIT_DIR/multi-user.target.wants" 2>/dev/null || true
   rm -rf "$ROOT$OPT"
   boot_config_block remove
-  if host; then
-    if command -v systemctl >/dev/null; then systemctl daemon-reload; fi
+  if systemd_running; then
+    systemctl daemon-reload
     if command -v udevadm >/dev/null; then udevadm control --reload || true; fi
   fi
   note "removed; kept /etc/lookout (config) and /var/lib/lookout (state). The 'lookout' system user"
@@ -295,26 +308,24 @@ if [ "$ROLE" = device ]; then
   boot_config_block add
 fi
 
-# --- activate (host only) ----------------------------------------------------------------------
-if host; then
+# --- activate ----------------------------------------------------------------------------------
+unit=lookout.service
+[ "$ROLE" = monitor ] && unit=lookout-fleet.service
+if systemd_running; then
   if [ "$ROLE" = device ]; then
     udevadm control --reload || true
     udevadm trigger --action=add --subsystem-match=usb --subsystem-match=apex --subsystem-match=i2c-dev || true
   fi
   systemctl daemon-reload
-  unit=lookout.service
-  [ "$ROLE" = monitor ] && unit=lookout-fleet.service
-  if [ "$NO_START" -eq 1 ]; then
-    systemctl enable "$unit"
-  else
-    systemctl enable "$unit"
-    systemctl restart "$unit"
-  fi
+  systemctl enable "$unit"
+  [ "$NO_START" -eq 1 ] || systemctl restart "$unit"
   note "installed; follow it with: journalctl -fu $unit"
+elif host; then
+  # An image being prepared, a container, a chroot: nothing to reload or start; udev and systemd
+  # read the rules and units when the system boots.
+  enable_offline "$unit"
+  note "systemd is not running here (not booted with it): enabled $unit without starting it; it starts at the next boot"
 else
-  unit=lookout.service
-  [ "$ROLE" = monitor ] && unit=lookout-fleet.service
-  mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
-  ln -sfn "$UNIT_DIR/$unit" "$ROOT/etc/systemd/system/multi-user.target.wants/$unit"
+  enable_offline "$unit"
   note "staged into $ROOT ($unit enabled)"
 fi

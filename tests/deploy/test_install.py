@@ -193,6 +193,7 @@ def test_scripts_are_shellcheck_clean(repo: Path, tool) -> None:
         repo / "device/install.sh",
         repo / "device/flash.sh",
         *sorted((repo / "device/firstboot").glob("*.sh")),
+        *sorted((repo / "scripts").glob("arm64*.sh")),
     ]
     result = subprocess.run(
         [tool("shellcheck", "shellcheck"), *map(str, scripts)], capture_output=True, text=True, timeout=120
