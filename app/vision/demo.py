@@ -1,15 +1,15 @@
-"""The demo video: real photos from scikit-image, panned and zoomed across a 640x480 frame.
+"""The demo video: real photos panned and zoomed across a 640x480 frame.
 
-About the first 65 % is the astronaut photo (one real face, kept wholly in view while a virtual
-camera pans and zooms), the rest is coffee and then chelsea (a cat), each held still:
-no human face. Frames are a
-pure function of the recipe, written with OpenCV (mp4v). ``demo_video_path()`` caches the file
-under $XDG_CACHE_HOME/lookout (or ~/.cache/lookout), named by a hash of the recipe.
+The photos ship with the package (app/vision/photos, pixel-identical to scikit-image's), so the
+demo works on a device install without scikit-image. About the first 65 % is the astronaut photo
+(one real face, kept wholly in view while a virtual camera pans and zooms), the rest is coffee and
+then chelsea (a cat), each held still: no human face. Frames are a pure function of the recipe,
+written with OpenCV (mp4v). ``demo_video_path()`` caches the file under $XDG_CACHE_HOME/lookout
+(or ~/.cache/lookout), named by a hash of the recipe.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import LookoutError
+from app.vision import photos
 
 WIDTH, HEIGHT = 640, 480
 FACE_BOX = (179.0, 81.0, 273.0, 176.0)  # x0, y0, x1, y1 of the face in the 512x512 astronaut photo
@@ -57,16 +58,6 @@ def demo_video_path() -> Path:
         if not path.is_file():
             make_demo_video(path)
     return path
-
-
-@functools.cache
-def _photos() -> dict[str, np.ndarray]:
-    from skimage import data
-
-    return {
-        name: np.ascontiguousarray(getattr(data, name)()[..., ::-1])
-        for name in ("astronaut", "coffee", "chelsea")
-    }
 
 
 def _camera(i: int, n: int) -> tuple[str, float, float, float]:
@@ -107,7 +98,7 @@ def demo_frame(i: int, seconds: float = 10, fps: int = 30) -> np.ndarray:
     m = np.array([[zoom, 0, WIDTH / 2 - zoom * cx], [0, zoom, HEIGHT / 2 - zoom * cy]], dtype=np.float64)
     bg = tuple(RECIPE["background"])
     return cv2.warpAffine(
-        _photos()[photo],
+        photos.photo(photo),
         m,
         (WIDTH, HEIGHT),
         flags=cv2.INTER_LINEAR,
