@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import glob
+import errno
 import json
 import os
-import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.config import LookoutConfig, MqttConfig
+
+#: Opening a runtime imports it (torch: seconds on x86, a minute or more on a Pi or under emulation).
+PROBE_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -33,19 +38,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_runtimes() -> list[Check]:
+def check_runtimes(model: str | None = None, models_dir: Path | None = None) -> list[Check]:
+    """Each registered runtime, opened for real in its own process (app/runtimes/probe.py): its modules
+    import and, when `model` has the runtime's artifact, it runs that artifact once. The processes run
+    side by side, at most one per CPU core (up to 4)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from app.runtimes.base import discover
 
-    out = []
-    for name, entry in sorted(discover().items()):
-        if entry.cls is None:
-            out.append(
-                Check("runtime", name, False, f"plugin {entry.target} failed to import: {entry.error}")
-            )
-            continue
-        ok, why = entry.cls.availability()
-        out.append(Check("runtime", name, ok, why))
+    entries = sorted(discover().items())
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        probes = {
+            name: pool.submit(_probe_runtime, name, model, models_dir)
+            for name, entry in entries
+            if entry.cls is not None and entry.cls.availability()[0]
+        }
+        out = []
+        for name, entry in entries:
+            if entry.cls is None:
+                why = f"plugin {entry.target} failed to import: {entry.error}"
+                out.append(Check("runtime", name, False, why))
+            elif name in probes:
+                out.append(Check("runtime", name, *probes[name].result()))
+            else:
+                out.append(Check("runtime", name, False, entry.cls.availability()[1]))
     return out
+
+
+def _probe_runtime(name: str, model: str | None, models_dir: Path | None) -> tuple[bool, str]:
+    cmd = [sys.executable, "-m", "app.runtimes.probe", name]
+    if model:
+        cmd += ["--model", model]
+    if models_dir:
+        cmd += ["--models-dir", str(models_dir)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return False, f"no answer within {PROBE_TIMEOUT_S:.0f} s when opening it (hung import or load)"
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        return False, f"the process opening it died with {sig}{_last_line(proc.stderr, ': ')}"
+    try:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        return bool(result["ok"]), str(result["detail"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return False, f"the process opening it exited {proc.returncode}{_last_line(proc.stderr, ': ')}"
+
+
+def _last_line(text: str, prefix: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return prefix + lines[-1][:200] if lines else ""
 
 
 def check_edgetpu(probe: bool) -> list[Check]:
@@ -65,49 +107,131 @@ def check_edgetpu(probe: bool) -> list[Check]:
     return out
 
 
-def check_cameras() -> list[Check]:
+def check_cameras(dev_root: Path = Path("/dev")) -> list[Check]:
+    """V4L2 capture devices that open and answer VIDIOC_QUERYCAP; picamera2 cameras libcamera lists."""
+    found, problems = [], []
+    for node in sorted(dev_root.glob("video*")):
+        try:
+            name = _v4l2_capture_name(node)
+        except OSError as exc:
+            problems.append(f"{node}: {(exc.strerror or str(exc)).lower()}")
+            continue
+        if name:
+            found.append(f"{node} {name}")
+    if found:
+        v4l2 = Check("camera", "v4l2", True, ", ".join(found))
+    else:
+        why = "; ".join(problems) or f"no V4L2 capture device under {dev_root}/video*"
+        v4l2 = Check("camera", "v4l2", False, why)
+    return [v4l2, Check("camera", "picamera2", *_picamera2_cameras())]
+
+
+#: VIDIOC_QUERYCAP = _IOR('V', 0, struct v4l2_capability), a 104-byte struct
+VIDIOC_QUERYCAP = 0x80685600
+V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE, V4L2_CAP_DEVICE_CAPS = 0x1, 0x1000, 0x80000000
+
+
+def _v4l2_capture_name(node: Path) -> str | None:
+    """'card (driver)' when the node is a V4L2 video-capture device, None for other V4L2 nodes
+    (codecs, ISP, metadata); OSError when it cannot be opened or is no V4L2 device."""
+    import fcntl
+    import struct
+
+    fd = os.open(node, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        buf = fcntl.ioctl(fd, VIDIOC_QUERYCAP, bytes(104))
+    except OSError as exc:
+        if exc.errno == errno.ENOTTY:
+            raise OSError(exc.errno, "not a V4L2 device") from None
+        raise
+    finally:
+        os.close(fd)
+    driver, card = (b.split(b"\0", 1)[0].decode(errors="replace") for b in (buf[:16], buf[16:48]))
+    caps, device_caps = struct.unpack_from("<II", buf, 84)
+    if caps & V4L2_CAP_DEVICE_CAPS:
+        caps = device_caps
+    if not caps & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE):
+        return None
+    return f"{card} ({driver})"
+
+
+def _picamera2_cameras() -> tuple[bool, str]:
+    """Cameras libcamera reports through picamera2, asked in a child process (libcamera is noisy)."""
     from importlib.util import find_spec
 
-    videos = sorted(glob.glob("/dev/video*"))
-    out = [
-        Check("camera", "v4l2", bool(videos), ", ".join(videos) if videos else "no /dev/video* devices"),
-        Check(
-            "camera",
-            "picamera2",
-            find_spec("picamera2") is not None,
-            "importable"
-            if find_spec("picamera2")
-            else "python3-picamera2 not installed (Raspberry Pi OS apt package)",
-        ),
-    ]
-    return out
+    if find_spec("picamera2") is None:
+        return False, "python3-picamera2 not installed (Raspberry Pi OS apt package)"
+    code = "import json\nfrom picamera2 import Picamera2\nprint(json.dumps(Picamera2.global_camera_info()))"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S
+        )
+        cameras = json.loads(proc.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return False, f"picamera2 did not list cameras within {PROBE_TIMEOUT_S:.0f} s"
+    except (IndexError, ValueError):
+        return False, f"picamera2 failed{_last_line(proc.stderr, ': ')}"
+    if not cameras:
+        return False, "picamera2 imports, libcamera lists no camera (ribbon cable? camera_auto_detect=1?)"
+    return True, ", ".join(f"{c.get('Num', i)}: {c.get('Model', '?')}" for i, c in enumerate(cameras))
 
 
-def check_meters() -> list[Check]:
+def check_meters(configured: Any = None) -> list[Check]:
+    """Each power meter type, opened as `lookout run` would and read once: ok only with a reading.
+
+    `configured` (the config's meter) is used for its own type; the others use their defaults
+    (hwmon: every ina* device found under the configured or default root)."""
+    from app.config import HwmonMeter, Ina2xxI2CMeter, RaplMeter, RpiPmicMeter
+
+    kinds = {"hwmon": HwmonMeter, "ina2xx_i2c": Ina2xxI2CMeter, "rpi_pmic": RpiPmicMeter, "rapl": RaplMeter}
     out = []
-    names = []
-    for name_file in sorted(Path("/sys/class/hwmon").glob("hwmon*/name")):
-        try:
-            names.append(f"{name_file.read_text().strip()} ({name_file.parent.name})")
-        except OSError:
+    for kind, model in kinds.items():
+        mine = configured if getattr(configured, "type", None) == kind else None
+        if kind == "hwmon" and mine is None:
+            root = Path(model().root)
+            names = sorted({_read_name(f) for f in root.glob("hwmon*/name")} - {""})
+            inas = [n for n in names if n.startswith("ina")]
+            if not inas:
+                out.append(Check("meter", kind, False, f"no ina2xx device under {root}"))
+                continue
+            results = [_sample_meter(model(name=n)) for n in inas]
+            good = [d for ok, d in results if ok]
+            out.append(Check("meter", kind, bool(good), "; ".join(good or [d for _, d in results])))
             continue
-    inas = [n for n in names if n.startswith("ina")]
-    out.append(
-        Check("meter", "hwmon", bool(inas), ", ".join(inas) or "no ina2xx device under /sys/class/hwmon")
-    )
-    i2c = sorted(glob.glob("/dev/i2c-*"))
-    out.append(Check("meter", "ina2xx_i2c", bool(i2c), ", ".join(i2c) or "no /dev/i2c-* bus"))
-    vcgencmd = shutil.which("vcgencmd")
-    out.append(
-        Check("meter", "rpi_pmic", bool(vcgencmd), vcgencmd or "vcgencmd not found (not a Raspberry Pi)")
-    )
-    rapl = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
-    if not rapl.exists():
-        out.append(Check("meter", "rapl", False, "no /sys/class/powercap/intel-rapl:0"))
-    else:
-        readable = os.access(rapl, os.R_OK)
-        out.append(Check("meter", "rapl", readable, str(rapl) + ("" if readable else ": permission denied")))
+        out.append(Check("meter", kind, *_sample_meter(mine or model())))
     return out
+
+
+def _read_name(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _sample_meter(cfg: Any) -> tuple[bool, str]:
+    """Open the meter for `cfg` and take one reading (a counter meter: two, 0.2 s apart)."""
+    import math
+    import time
+
+    from app.measure.power import make_meter
+
+    meter = make_meter(cfg)
+    try:
+        if not meter.available:
+            return False, meter.source
+        if meter.has_energy:
+            t0, e0 = time.perf_counter(), meter.read_energy_j()
+            time.sleep(0.2)
+            t1, e1 = time.perf_counter(), meter.read_energy_j()
+            watts = (e1 - e0) / (t1 - t0) if e0 is not None and e1 is not None else None
+        else:
+            watts = meter.read_power_w()
+        if watts is None or not math.isfinite(watts):
+            return False, f"{meter.source}: no reading ({meter.last_error or 'the meter returned none'})"
+        return True, f"{meter.source}: read {watts:.2f} W"
+    finally:
+        meter.close()
 
 
 def check_broker(mqtt: MqttConfig | str) -> Check:
@@ -165,36 +289,63 @@ def check_pipeline(cfg: LookoutConfig, probe: bool) -> list[Check]:
     return out
 
 
-def check_source(src: Any) -> Check:
-    if src.type == "opencv":
-        uri = str(src.uri)
-        if uri == "demo" or "://" in uri or uri.isdigit():
-            return Check("pipeline", "source", True, f"opencv {uri}")
-        return Check(
-            "pipeline",
-            "source",
-            Path(uri).exists(),
-            f"opencv {uri}" + ("" if Path(uri).exists() else ": not found"),
-        )
-    if src.type == "images":
-        return Check("pipeline", "source", src.folder.is_dir(), f"images {src.folder}")
-    if src.type == "picamera2":
-        from importlib.util import find_spec
+#: The first frame may take a while: the demo video is generated on first use (tens of seconds on a Pi).
+SOURCE_TIMEOUT_S = 120.0
 
-        ok = find_spec("picamera2") is not None
-        return Check(
-            "pipeline", "source", ok, "picamera2" + ("" if ok else ": python3-picamera2 not installed")
+
+def check_source(src: Any, timeout_s: float = SOURCE_TIMEOUT_S) -> Check:
+    """Open the configured source as `lookout run` does and read its first frame."""
+    import threading
+
+    from app.config import ReconnectConfig
+    from app.errors import LookoutError
+    from app.vision.sources import open_source
+
+    what = {"opencv": f"opencv {getattr(src, 'uri', '')}", "images": f"images {getattr(src, 'folder', '')}"}
+    desc = what.get(src.type, src.type)
+    reasons: list[str] = []
+    result: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def on_state(state: str, why: str) -> None:
+        reasons.append(why)
+        if state == "degraded":  # `lookout run` would keep retrying; doctor reports the first failure
+            stop.set()
+
+    def first_frame() -> None:
+        try:
+            source = open_source(src, ReconnectConfig(initial_s=0.2, max_s=2.0), on_state)
+        except LookoutError as exc:
+            result["error"] = str(exc)
+            return
+        try:
+            result["frame"] = source.read(stop)
+        finally:
+            source.close()
+
+    worker = threading.Thread(target=first_frame, name="doctor-source", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    stop.set()
+    worker.join(5.0)
+    frame = result.get("frame")
+    if frame is not None:
+        return Check("pipeline", "source", True, f"{desc}: read a {frame.shape[1]}x{frame.shape[0]} frame")
+    why = result.get("error") or (reasons[-1] if reasons else "")
+    if not why:
+        why = (
+            f"no frame within {timeout_s:.0f} s" if worker.is_alive() else "the source ended without a frame"
         )
-    return Check("pipeline", "source", True, src.type)
+    return Check("pipeline", "source", False, f"{desc}: {why}")
 
 
 def run(args: argparse.Namespace) -> int:
     from app.config import load_config
 
     cfg = load_config(args.config)
-    runtimes = check_runtimes()
+    runtimes = check_runtimes(cfg.model, cfg.models_dir)
     tpus = check_edgetpu(probe=not args.no_probe)
-    checks = [*runtimes, *tpus, *check_cameras(), *check_meters()]
+    checks = [*runtimes, *tpus, *check_cameras(), *check_meters(cfg.meter)]
     if cfg.mqtt.enabled:
         checks.append(check_broker(cfg.mqtt))
     pipeline = check_pipeline(cfg, probe=not args.no_probe)

@@ -1,0 +1,109 @@
+"""Open one runtime for real, in its own process: ``python -m app.runtimes.probe NAME --model M``.
+
+What `lookout doctor` reports as a working runtime: its Python modules really import (not merely
+found on disk) and, when the model has the runtime's default artifact, the runtime loads it through
+the same path as `lookout run` (sha256 verified) and runs one inference. A child process keeps a
+library that crashes (SIGSEGV, SIGILL on an older CPU) or hangs away from doctor itself. Prints one
+JSON line: ``{"ok": bool, "detail": str, "versions": {distribution: version}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def versions(modules: list[str]) -> dict[str, str]:
+    """Installed distribution versions providing these top-level modules ({} for unknown ones)."""
+    owners = importlib.metadata.packages_distributions()
+    out: dict[str, str] = {}
+    for mod in modules:
+        for dist in owners.get(mod.split(".")[0], []):
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def _label(vers: dict[str, str]) -> str:
+    return ", ".join(f"{d} {v}" for d, v in vers.items()) or "imported"
+
+
+def probe(name: str, model: str | None, models_dir: Path) -> dict[str, Any]:
+    from app.errors import LookoutError
+    from app.runtimes.base import _find_spec, get_runtime_class
+
+    cls = get_runtime_class(name)
+    ok, why = cls.availability()
+    if not ok:
+        return {"ok": False, "detail": why, "versions": {}}
+    found = [m for m in cls.requires if _find_spec(m) is not None]
+    for mod in found:
+        try:
+            importlib.import_module(mod)
+        except Exception as exc:  # found on disk but broken: the reason doctor must show
+            return {
+                "ok": False,
+                "detail": f"import {mod} failed: {type(exc).__name__}: {exc}",
+                "versions": {},
+            }
+    vers = versions(found)
+    if model is None:
+        return {"ok": True, "detail": _label(vers), "versions": vers}
+    from app.runtimes.select import open_runtime
+    from app.zoo import load_manifest
+
+    key = cls.default_artifact
+    try:
+        manifest = load_manifest(model, models_dir)
+    except LookoutError as exc:
+        return {"ok": True, "detail": f"{_label(vers)} (not run: {exc})", "versions": vers}
+    if key not in manifest.artifacts:
+        detail = f"{_label(vers)} (model {manifest.name} has no {key!r} artifact to run)"
+        return {"ok": True, "detail": detail, "versions": vers}
+    fields = cls.config_model.model_fields
+    cfg = cls.config_model(**({"fallback": "fail"} if "fallback" in fields else {}))
+    try:
+        opened = open_runtime(cfg, manifest)
+    except LookoutError as exc:
+        return {"ok": False, "detail": f"{_label(vers)}: {exc}", "versions": vers}
+    try:
+        spec = opened.runtime.input_spec
+        outs = opened.runtime.infer(np.zeros(spec.shape, dtype=spec.dtype))
+    except Exception as exc:
+        detail = f"{_label(vers)}: inference failed: {type(exc).__name__}: {exc}"
+        return {"ok": False, "detail": detail, "versions": vers}
+    finally:
+        opened.runtime.close()
+    shapes = " ".join("x".join(map(str, o.shape)) for o in outs)
+    detail = f"{_label(vers)}; ran {manifest.name}:{key} once (outputs {shapes})"
+    return {"ok": True, "detail": detail, "versions": vers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.runtimes.probe")
+    p.add_argument("runtime")
+    p.add_argument("--model", help="run this model's artifact for the runtime once")
+    p.add_argument("--models-dir", type=Path, default=None)
+    args = p.parse_args(argv)
+    from app.config import default_models_dir
+    from app.errors import LookoutError
+
+    try:
+        result = probe(args.runtime, args.model, args.models_dir or default_models_dir())
+    except LookoutError as exc:
+        result = {"ok": False, "detail": str(exc), "versions": {}}
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
