@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a real browser and a real PostgreSQL for the fleet web pages and the shared fleet history.
 APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck chromium fonts-dejavu-core postgresql
 
-.PHONY: demo test venv system-deps models schemas lint pytest bench clean
+.PHONY: demo test venv system-deps models schemas lint pytest bench clean arm64-check arm64-deps
 
 demo: venv models
 	$(BIN)/lookout sim --devices 3 --duration 60
@@ -56,3 +56,18 @@ bench: venv models
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
+
+# The emulated Raspberry Pi (scripts/arm64_check.py): install.sh and lookout run on a Debian bookworm
+# arm64 root under qemu-user, compared with this host. ARM64_TORCH=1 adds install.sh --torch.
+ARM64_APT_PKGS := qemu-user-static binfmt-support debootstrap zstd mosquitto systemd util-linux
+
+arm64-check: venv models arm64-deps
+	$(SUDO) env ARM64_TORCH=$(ARM64_TORCH) ARM64_FRESH=$(ARM64_FRESH) $(BIN)/python scripts/arm64_check.py
+
+arm64-deps:
+	@missing=""; for p in $(ARM64_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi

@@ -270,8 +270,18 @@ if [ "$NO_VENV" -eq 0 ]; then
   [ "$ROLE" = device ] && extras+=",rpi"
   [ "$TORCH" -eq 1 ] && extras+=",torch"
   target=${WHEEL:-$SOURCE}
+  # The project's pins (torch: other versions pull CUDA wheels; per machine: see constraints.txt).
+  constraints=()
+  [ ! -f "$SOURCE/constraints.txt" ] || constraints=(--constraint "$SOURCE/constraints.txt")
   # shellcheck disable=SC2086  # PIP_ARGS is a word list on purpose
-  "$venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS "${target}[${extras}]"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${constraints[@]}" $PIP_ARGS "${target}[${extras}]"
+  if [ "$TORCH" -eq 1 ] && [ "$(uname -m)" = aarch64 ]; then
+    # ExecuTorch for PyPI's aarch64 CPU torch (2.9.1): its declared dependencies are its export stack
+    # (coremltools built from source, pandas, pytest...); the runtime needs only torch and numpy.
+    [ ${#constraints[@]} -gt 0 ] || die "$SOURCE/constraints.txt is missing: it pins ExecuTorch for aarch64"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "${constraints[@]}" $PIP_ARGS executorch
+  fi
   "$venv/bin/lookout" --version
 elif host; then
   note "--no-venv: /opt/lookout/venv not built; lookout.service needs /opt/lookout/venv/bin/lookout"

@@ -9,6 +9,7 @@ model (the model builder keeps the TFLite layout); outputs come in the program's
 
 from __future__ import annotations
 
+import importlib
 import threading
 import warnings
 from pathlib import Path
@@ -35,6 +36,7 @@ SCALAR_TYPES = {
     11: "bool",
 }
 _POOL_LOCK = threading.Lock()
+_pool_threads: int | None = None  # the last size set, where the bindings cannot tell
 
 
 class ExecuTorchConfig(RuntimeConfig):
@@ -52,27 +54,31 @@ def _bindings() -> Any:
     """ExecuTorch's pybindings module (the objects behind ``executorch.runtime``).
 
     ``executorch.runtime`` reaches them through ``portable_lib``, which also imports ``executorch.exir``
-    (the whole export stack, seconds of imports; figures in docs/runtimes.md). Importing the ``_C``
-    extension directly after torch gives the same ``_load_program``/``ExecuTorchProgram`` objects far
-    sooner; portable_lib is the fallback should ``_C`` move.
+    (the whole export stack, seconds of imports, figures in docs/runtimes.md; and dependencies a device
+    install leaves out). Importing the extension directly after torch gives the same
+    ``_load_program``/``ExecuTorchProgram`` objects far sooner: ``_C`` since ExecuTorch 1.1,
+    ``_portable_lib`` in 1.0 (the Raspberry Pi's, beside PyPI's last aarch64 CPU torch);
+    portable_lib is the fallback should the extension move.
     """
     try:
-        import torch  # noqa: F401 - _C links against libtorch's kernels
+        import torch  # noqa: F401 - the extension links against libtorch's kernels
     except ImportError as exc:
         raise RuntimeUnavailable(
             f"ExecuTorch needs torch ({first_line(exc)}): pip install torch executorch"
         ) from None
-    try:
-        from executorch.extension.pybindings import _C as bindings
-    except ImportError:
+    for name in ("_C", "_portable_lib"):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from executorch.extension.pybindings import portable_lib as bindings
-        except ImportError as exc:
-            raise RuntimeUnavailable(
-                f"ExecuTorch is not installed or broken ({first_line(exc)}): pip install executorch"
-            ) from None
+            return importlib.import_module(f"executorch.extension.pybindings.{name}")
+        except ImportError:
+            continue
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from executorch.extension.pybindings import portable_lib as bindings
+    except ImportError as exc:
+        raise RuntimeUnavailable(
+            f"ExecuTorch is not installed or broken ({first_line(exc)}): pip install executorch"
+        ) from None
     return bindings
 
 
@@ -82,11 +88,15 @@ def _layout(shape: tuple[int, ...]) -> Literal["NHWC", "NCHW"]:
 
 def set_threads(n: int) -> int:
     """Resize ExecuTorch's shared threadpool to n threads (if different); returns the count in effect."""
+    global _pool_threads
     b = _bindings()
     with _POOL_LOCK:
-        if b._threadpool_get_thread_count() != n:
+        count = getattr(b, "_threadpool_get_thread_count", None)  # absent in ExecuTorch 1.0
+        current = count() if count else _pool_threads
+        if current != n:
             b._unsafe_reset_threadpool(n)
-        return int(b._threadpool_get_thread_count())
+            _pool_threads = n
+        return int(count()) if count else n
 
 
 class ExecuTorchRuntime(Runtime[ExecuTorchConfig]):
