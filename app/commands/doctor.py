@@ -107,8 +107,11 @@ def check_edgetpu(probe: bool) -> list[Check]:
     return out
 
 
-def check_cameras(dev_root: Path = Path("/dev")) -> list[Check]:
+def check_cameras(dev_root: Path | None = None) -> list[Check]:
     """V4L2 capture devices that open and answer VIDIOC_QUERYCAP; picamera2 cameras libcamera lists."""
+    from app.hostroots import HostRoots
+
+    dev_root = dev_root or HostRoots.from_env().dev
     found, problems = [], []
     for node in sorted(dev_root.glob("video*")):
         try:
@@ -182,23 +185,25 @@ def check_meters(configured: Any = None) -> list[Check]:
     `configured` (the config's meter) is used for its own type; the others use their defaults
     (hwmon: every ina* device found under the configured or default root)."""
     from app.config import HwmonMeter, Ina2xxI2CMeter, RaplMeter, RpiPmicMeter
+    from app.hostroots import HostRoots
 
+    host = HostRoots.from_env()
     kinds = {"hwmon": HwmonMeter, "ina2xx_i2c": Ina2xxI2CMeter, "rpi_pmic": RpiPmicMeter, "rapl": RaplMeter}
     out = []
     for kind, model in kinds.items():
         mine = configured if getattr(configured, "type", None) == kind else None
         if kind == "hwmon" and mine is None:
-            root = Path(model().root)
+            root = host.path(model().root)
             names = sorted({_read_name(f) for f in root.glob("hwmon*/name")} - {""})
             inas = [n for n in names if n.startswith("ina")]
             if not inas:
                 out.append(Check("meter", kind, False, f"no ina2xx device under {root}"))
                 continue
-            results = [_sample_meter(model(name=n)) for n in inas]
+            results = [_sample_meter(model(name=n), host) for n in inas]
             good = [d for ok, d in results if ok]
             out.append(Check("meter", kind, bool(good), "; ".join(good or [d for _, d in results])))
             continue
-        out.append(Check("meter", kind, *_sample_meter(mine or model())))
+        out.append(Check("meter", kind, *_sample_meter(mine or model(), host)))
     return out
 
 
@@ -209,14 +214,14 @@ def _read_name(path: Path) -> str:
         return ""
 
 
-def _sample_meter(cfg: Any) -> tuple[bool, str]:
+def _sample_meter(cfg: Any, host: Any) -> tuple[bool, str]:
     """Open the meter for `cfg` and take one reading (a counter meter: two, 0.2 s apart)."""
     import math
     import time
 
     from app.measure.power import make_meter
 
-    meter = make_meter(cfg)
+    meter = make_meter(cfg, host)
     try:
         if not meter.available:
             return False, meter.source

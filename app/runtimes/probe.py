@@ -58,7 +58,8 @@ def probe(name: str, model: str | None, models_dir: Path) -> dict[str, Any]:
     vers = versions(found)
     if model is None:
         return {"ok": True, "detail": _label(vers), "versions": vers}
-    from app.runtimes.select import open_runtime
+    from app.hostroots import HostRoots
+    from app.runtimes.selection import open_runtime
     from app.zoo import load_manifest
 
     key = cls.default_artifact
@@ -72,9 +73,13 @@ def probe(name: str, model: str | None, models_dir: Path) -> dict[str, Any]:
     fields = cls.config_model.model_fields
     cfg = cls.config_model(**({"fallback": "fail"} if "fallback" in fields else {}))
     try:
-        opened = open_runtime(cfg, manifest)
+        opened = open_runtime(cfg, manifest, HostRoots.from_env())
     except LookoutError as exc:
         return {"ok": False, "detail": f"{_label(vers)}: {exc}", "versions": vers}
+    if opened.name != name:  # the plugin substituted another runtime: this one did not run
+        opened.runtime.close()
+        why = (opened.fallback or {}).get("reason", f"{opened.name} would run instead")
+        return {"ok": False, "detail": f"{_label(vers)}: {why}", "versions": vers}
     try:
         spec = opened.runtime.input_spec
         outs = opened.runtime.infer(np.zeros(spec.shape, dtype=spec.dtype))
