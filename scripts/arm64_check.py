@@ -373,7 +373,12 @@ def main() -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+    ):  # also where a shell started us ignoring SIGINT
+        signal.signal(sig, on_signal)
     t0 = time.monotonic()
     verdict, rc = "", 1
     try:
