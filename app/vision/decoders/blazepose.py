@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.detection import Detection, Keypoint
+from app.detection import Detection, Keypoint, iou_many
 from app.vision.decoders import Decoder
-from app.detection import iou_many
 from app.vision.decoders.blazeface import AnchorOptions, decode_boxes, sigmoid_scores, ssd_anchor_centres
 from app.vision.preprocess import Transform
 
@@ -77,7 +76,9 @@ class BlazePoseDetector(Decoder):
         faces = decode_boxes(raw, anchors, size)
         points = raw[:, 4:] / size + np.tile(anchors, 4)  # 4 keypoints (x, y), relative to the anchor
         found = []
-        for score, v in weighted_clusters(faces, scores[keep], points, self.iou_threshold, self.max_detections):
+        for score, v in weighted_clusters(
+            faces, scores[keep], points, self.iou_threshold, self.max_detections
+        ):
             pts = v.reshape(4, 2)
             r = float(np.hypot(*(pts[1] - pts[0]))) * self.box_scale
             # the input is square (letterboxed), so a square in input units is a square in the frame
