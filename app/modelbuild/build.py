@@ -38,6 +38,23 @@ ORIGINS = {
 }
 
 
+INT8_SOURCE_RECIPES = ("pte", "ptl", "onnx")  # an int8 .tflite is rebuilt in float (dequantised weights)
+
+
+def recipes_for(m: Manifest) -> list[str]:
+    """The artifact keys `build` makes for this model: all of RECIPES from a float .tflite; from a
+    quantised one (Coral's models, `models add --from-tflite`) the float torch rebuilds only."""
+    if m.artifact(SOURCE_KEY).precision == "int8":
+        return list(INT8_SOURCE_RECIPES)
+    return list(RECIPES)
+
+
+def _origin(key: str, m: Manifest) -> str:
+    if m.artifact(SOURCE_KEY).precision == "int8":
+        return ORIGINS[key].replace("(same weights)", "(int8 weights and activations dequantised, float32)")
+    return ORIGINS[key]
+
+
 @dataclass
 class BuildResult:
     model: str
@@ -95,10 +112,14 @@ def build_model(
     src = m.verify_artifact(SOURCE_KEY)
     stem = Path(m.artifact(SOURCE_KEY).file).stem
     results = []
-    for key in keys or list(RECIPES):
+    allowed = recipes_for(m)
+    for key in keys or allowed:
         recipe, suffix, fmt, precision = RECIPES[key]
         if on_step:
             on_step(m.name, key)
+        if key not in allowed:
+            results.append(BuildResult(m.name, key, "skipped", reason="the source .tflite is already int8"))
+            continue
         want = build_key(src, recipe)
         have = m.artifacts.get(key)
         if not force and have and have.build_input_sha256 == want:
@@ -128,7 +149,7 @@ def build_model(
             precision=precision,
             derived_from=SOURCE_KEY,
             build_input_sha256=want,
-            origin=ORIGINS[key],
+            origin=_origin(key, m),
         )
         save_manifest(m)
         results.append(BuildResult(m.name, key, "built", time.perf_counter() - t0, out.stat().st_size))
