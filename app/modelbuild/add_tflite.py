@@ -162,6 +162,19 @@ def layout_for(task: str, outs: list[TensorDesc], labels: list[str], input_hw: t
     raise ArtifactError(f"unknown output layout for task {task!r}: {shapes} (with {len(labels)} labels)")
 
 
+def add_output_layout(
+    task: str, outs: list[TensorDesc], labels: list[str], input_hw: tuple[int, int], decoder: str | None
+) -> Layout:
+    """layout_for, refusing a --decoder that does not read these outputs."""
+    layout = layout_for(task, outs, labels, input_hw)
+    if decoder and decoder != layout.decoder:
+        raise ArtifactError(
+            f"--decoder {decoder} does not read these outputs ({', '.join(o.text() for o in outs)}); "
+            f"they fit {layout.decoder!r}"
+        )
+    return layout
+
+
 def _ssd_order(outs: list[TensorDesc]) -> tuple[str, ...]:
     """Order of TFLite_Detection_PostProcess outputs, by shape and name (TF2 exports reorder them)."""
     names = []
@@ -246,12 +259,7 @@ def add_from_tflite(
         raise ArtifactError(f"{file}: expected one NHWC image input with 3 channels, got {shapes}")
     inp = desc.inputs[0]
     labels = read_labels(labels_file)
-    layout = layout_for(task, desc.outputs, labels, (inp.shape[1], inp.shape[2]))
-    if decoder and decoder != layout.decoder:
-        raise ArtifactError(
-            f"--decoder {decoder} does not read these outputs ({', '.join(o.text() for o in desc.outputs)}); "
-            f"they fit {layout.decoder!r}"
-        )
+    layout = add_output_layout(task, desc.outputs, labels, (inp.shape[1], inp.shape[2]), decoder)
     if edgetpu is not None:
         check_edgetpu_pair(file, desc, Path(edgetpu))
     notes = []

@@ -69,6 +69,15 @@ def _input_shape(m: Manifest) -> tuple[int, int, int, int]:
     return (1, m.input.height, m.input.width, 3)
 
 
+def score_output(m: Manifest) -> str | None:
+    """Name of the output holding score logits whose int8 range gets the floor (SSD-anchor detectors)."""
+    if SCORE_OUTPUT in m.outputs:
+        return SCORE_OUTPUT
+    if m.decoder == "blazepose" and len(m.outputs) == 2:
+        return m.outputs[1]
+    return None
+
+
 def _make(key: str, m: Manifest, src: Path, out: Path) -> None:
     from app.modelbuild import export
     from app.modelbuild.images import calibration_inputs
@@ -76,7 +85,8 @@ def _make(key: str, m: Manifest, src: Path, out: Path) -> None:
     if key == "tflite-int8":
         from app.modelbuild.tflite_int8 import quantize_tflite_int8
 
-        clamp = {SCORE_OUTPUT: SCORE_FLOOR} if SCORE_OUTPUT in m.outputs else {}
+        score = score_output(m)
+        clamp = {score: SCORE_FLOOR} if score else {}
         quantize_tflite_int8(src, calibration_inputs(m), out, clamp_min=clamp)
         return
     net = torch_module(src)
@@ -86,7 +96,8 @@ def _make(key: str, m: Manifest, src: Path, out: Path) -> None:
     elif key == "ptl":
         export.export_ptl(net, shape, out)
     elif key == "pte-int8":
-        clamp = {m.outputs.index(SCORE_OUTPUT): SCORE_FLOOR} if SCORE_OUTPUT in m.outputs else {}
+        score = score_output(m)
+        clamp = {m.outputs.index(score): SCORE_FLOOR} if score else {}
         export.export_pte_int8(net, shape, calibration_inputs(m), out, clamp_min=clamp)
     elif key == "onnx":
         export.export_onnx(net, shape, out, m.outputs or None)
