@@ -21,7 +21,7 @@ SCORE_FLOOR = -16.0  # int8: calibrated score-logit minimum raised to this (sigm
 
 # key -> (recipe version, file suffix, format, precision)
 RECIPES: dict[str, tuple[str, str, str, str]] = {
-    "pte": ("pte-xnnpack-fp32-v1", ".pte", "pte", "fp32"),
+    "pte": ("pte-xnnpack-fp32-v2", ".pte", "pte", "fp32"),  # v2: canonical constant strides
     "ptl": ("ptl-jit-trace-lite-v1", ".ptl", "ptl", "fp32"),
     "pte-int8": ("pte-pt2e-xnnpack-int8-minmax-floor16-v1", "_int8.pte", "pte", "int8"),
     "tflite-int8": ("tflite-aeq-static-wi8-ai8-minmax-floor16-v2", "_int8.tflite", "tflite", "int8"),

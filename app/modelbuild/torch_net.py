@@ -41,16 +41,21 @@ def _same_pad(size: int, k: int, s: int, d: int) -> tuple[int, int]:
 
 
 def _nchw_const(a: np.ndarray, ref_ndim: int) -> torch.Tensor:
-    """A constant operand laid out to broadcast against an NCHW activation (when ref is 4-D)."""
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    """A constant operand laid out to broadcast against an NCHW activation (when ref is 4-D).
+
+    Non-scalar constants become 4-D with standard strides, laid out in numpy: XNNPACK mis-sized a
+    broadcast against a 3-D operand, and ExecuTorch reads a dim order from the strides of size-1 dims."""
+    a = np.asarray(a, dtype=np.float32)
     if ref_ndim == 4:
-        if t.ndim == 4:
-            t = t.permute(0, 3, 1, 2).contiguous()
-        elif t.ndim == 1:
-            t = t.reshape(-1, 1, 1)
-        elif t.ndim == 3:
-            t = t.permute(2, 0, 1).contiguous()
-    return t
+        if a.ndim == 4:
+            a = a.transpose(0, 3, 1, 2)
+        elif a.ndim == 1:
+            a = a.reshape(1, -1, 1, 1)
+        elif a.ndim == 3:
+            a = a.transpose(2, 0, 1)[None]
+        elif a.ndim == 2:  # (W, C) in NHWC
+            a = a.T[None, :, None, :]
+    return torch.from_numpy(np.array(a, order="C", copy=True))  # a copy has canonical strides
 
 
 class Conv(nn.Module):
@@ -184,13 +189,20 @@ class Concat(nn.Module):
 
 
 class ToLayout(nn.Module):
-    """NCHW <-> NHWC permutation of a 4-D tensor."""
+    """NCHW <-> NHWC permutation of a 4-D tensor; a reshape when there is one channel (the same memory
+    order: ExecuTorch's XNNPACK delegate mis-sized the output of a permute of a 1-channel tensor)."""
 
     def __init__(self, to_nchw: bool) -> None:
         super().__init__()
+        self.to_nchw = to_nchw
         self.perm = (0, 3, 1, 2) if to_nchw else (0, 2, 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, a, b, c = x.shape
+        if self.to_nchw and c == 1:
+            return x.reshape(n, 1, a, b)
+        if not self.to_nchw and a == 1:
+            return x.reshape(n, b, c, 1)
         return x.permute(self.perm)
 
 
@@ -347,8 +359,8 @@ _QRANGE = {"INT8": (-128, 127), "UINT8": (0, 255), "INT16": (-32768, 32767)}
 def _const_tensor(a: np.ndarray) -> torch.Tensor:
     """Float constants as float32, integer ones as int64 (torch's index type)."""
     if np.issubdtype(a.dtype, np.floating):
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+        return torch.from_numpy(np.array(a, dtype=np.float32, order="C", copy=True))
+    return torch.from_numpy(np.array(a, dtype=np.int64, order="C", copy=True))
 
 
 class _Builder:
