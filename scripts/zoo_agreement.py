@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from app.config import default_models_dir  # noqa: E402
 from app.detection import iou  # noqa: E402
 from app.runtimes.base import get_runtime_class  # noqa: E402
-from app.runtimes.select import open_runtime  # noqa: E402
+from app.runtimes.selection import open_runtime  # noqa: E402
 from app.vision.decoders import make_decoder  # noqa: E402
 from app.vision.preprocess import Preprocessor  # noqa: E402
 from app.zoo import load_manifest  # noqa: E402

@@ -40,7 +40,7 @@ def coral_photo(coral_dir: Path) -> Callable[[str], np.ndarray]:
 def run_model(models_dir: Path) -> Callable[..., Callable[[np.ndarray], list[Detection]]]:
     """run_model(model, runtime, artifact=None, models=models_dir) -> detect(frame) on a loaded runtime."""
     from app.runtimes.base import get_runtime_class
-    from app.runtimes.select import open_runtime
+    from app.runtimes.selection import open_runtime
     from app.vision.decoders import make_decoder
     from app.vision.preprocess import Preprocessor
     from app.zoo import load_manifest
