@@ -22,11 +22,8 @@ def _cli(
 
 def _run(cmd, env, models: Path, runtime: str, photos: Path, tmp: Path) -> tuple[dict, list[dict]]:
     out = tmp / f"{runtime}.jsonl"
-    cfg = tmp / "lookout.toml"  # report every class above 5 %, whatever the default threshold
-    cfg.write_text("[pipeline]\nscore_threshold = 0.05\n")
     res = _cli(
-        cmd, env, "run", "--config", str(cfg), "--models-dir", str(models), "--model", "mine",
-        "--runtime", runtime,
+        cmd, env, "run", "--models-dir", str(models), "--model", "mine", "--runtime", runtime,
         "--source", str(photos), "--max-frames", "2", "--no-mqtt", "--output", str(out),
         "--state-dir", str(tmp / "state"),
     )  # fmt: skip

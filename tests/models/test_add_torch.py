@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +23,20 @@ ARTIFACTS = {"tflite": "fp32", "tflite-int8": "int8", "pte": "fp32", "ptl": "fp3
 
 
 @pytest.fixture(scope="module")
-def added(tmp_path_factory: pytest.TempPathFactory, lookout_cmd: list[str]) -> tuple[Path, str]:
+def added(
+    tmp_path_factory: pytest.TempPathFactory, lookout_cmd: list[str], coral_dir: Path
+) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("torch")
     labels = tmp / "labels.txt"
     labels.write_text("bright\n")
+    calibration = tmp / "calibration"
+    calibration.mkdir()
+    for name in ("squat.bmp", "parrot.jpg", "bird.bmp"):
+        shutil.copy(coral_dir / name, calibration)
     res = subprocess.run(
         [*lookout_cmd, "models", "--models-dir", str(tmp / "models"), "add", "squares",
          "--from-torch", f"{NETS}:bright_squares", "--input", "1x3x64x64", "--task", "detection",
-         "--labels", str(labels), "--mean", "127.5", "--std", "127.5"],
+         "--labels", str(labels), "--mean", "127.5", "--std", "127.5", "--calibration", str(calibration)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -51,6 +58,8 @@ def test_every_artifact_is_exported_and_agrees_with_eager_torch(added: tuple[Pat
         else:
             assert float(rows[key][3]) <= 0.01, rows[key]  # relative to the largest output (box px)
     assert "edgetpu_compiler -s" in out and "squares_int8.tflite" in out
+    assert "6 inputs from" in m.artifacts["tflite-int8"].origin  # 3 calibration photos, each mirrored too
+    assert "tiny_nets.py:bright_squares" in m.provenance.origin
 
 
 @pytest.mark.parametrize(("runtime", "artifact"), [("tflite", None), ("tflite", "tflite-int8"),
