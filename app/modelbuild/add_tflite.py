@@ -229,6 +229,41 @@ def check_edgetpu_pair(cpu: Path, cpu_desc: Description, compiled: Path) -> None
         )
 
 
+def input_spec(task: str, width: int, height: int, mean: list[float], std: list[float]) -> InputSpec:
+    """How frames become the input of an added model: classifiers see the whole frame stretched,
+    detectors and pose models a letterboxed one (no distortion)."""
+    resize = "stretch" if task == "classification" else "letterbox"
+    return InputSpec(width=width, height=height, color="rgb", resize=resize, mean=mean, std=std)
+
+
+def write_manifest(
+    dest: Path,
+    name: str,
+    task: str,
+    layout: Layout,
+    outputs: list[str],
+    spec: InputSpec,
+    artifacts: dict[str, Artifact],
+    provenance: Provenance,
+) -> Manifest:
+    """The manifest of an added model, saved as dest/model.toml."""
+    manifest = Manifest(
+        name=name,
+        task=task,
+        decoder=layout.decoder,
+        labels=layout.labels,
+        outputs=outputs,
+        keypoints=layout.keypoints,
+        input=spec,
+        decoder_options=layout.options,
+        artifacts=artifacts,
+        provenance=provenance,
+    )
+    manifest._dir = dest
+    save_manifest(manifest)
+    return manifest
+
+
 def add_from_tflite(
     name: str,
     models_dir: Path,
@@ -290,31 +325,20 @@ def add_from_tflite(
                 derived_from="tflite",
                 origin=f"edgetpu_compiler output of the tflite artifact, added from {tpu} at {when}",
             )
-        manifest = Manifest(
-            name=name,
-            task=task,
-            decoder=layout.decoder,
-            labels=layout.labels,
-            outputs=[o.name for o in desc.outputs],
-            keypoints=layout.keypoints,
-            input=InputSpec(
-                width=inp.shape[2],
-                height=inp.shape[1],
-                color="rgb",
-                resize="stretch" if task == "classification" else "letterbox",
-                mean=mean or d_mean,
-                std=std or d_std,
-            ),
-            decoder_options=layout.options,
-            artifacts=artifacts,
-            provenance=Provenance(
+        manifest = write_manifest(
+            dest,
+            name,
+            task,
+            layout,
+            [o.name for o in desc.outputs],
+            input_spec(task, inp.shape[2], inp.shape[1], mean or d_mean, std or d_std),
+            artifacts,
+            Provenance(
                 origin=origin or f"{file} (as given to `lookout models add`), added {when}",
                 licence=licence,
                 built_by="lookout models add --from-tflite",
             ),
         )
-        manifest._dir = dest
-        save_manifest(manifest)
         smoke_test(manifest)
     except Exception:
         shutil.rmtree(dest, ignore_errors=True)

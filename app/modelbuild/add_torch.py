@@ -28,13 +28,15 @@ from app.modelbuild.add_tflite import (
     add_output_layout,
     default_normalisation,
     describe_tflite,
+    input_spec,
     read_labels,
     smoke_test,
+    write_manifest,
 )
-from app.zoo import MANIFEST, Artifact, InputSpec, Manifest, Provenance, save_manifest, sha256_file
+from app.vision.sources import IMAGE_SUFFIXES
+from app.zoo import MANIFEST, Artifact, InputSpec, Manifest, Provenance, sha256_file
 
 CONVERT_MODULES = ("litert_torch", "ai_edge_quantizer", "onnx", "executorch.exir", "torch")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 AGREEMENT_IMAGES = 8
 
 
@@ -113,11 +115,8 @@ def nhwc_wrapper(net: Any) -> Any:
 
 def calibration_images(folder: Path | None, spec: InputSpec) -> list[np.ndarray]:
     """NHWC float inputs: each image of `folder` whole and mirrored; scikit-image photos when no folder."""
-    import cv2
-
     from app.modelbuild.images import CALIBRATION_PHOTOS, photo_rgb, to_input
 
-    m = _input_only(spec)
     if folder is None:
         rgbs: Iterator[np.ndarray] = (photo_rgb(n) for n in CALIBRATION_PHOTOS)
     else:
@@ -125,26 +124,24 @@ def calibration_images(folder: Path | None, spec: InputSpec) -> list[np.ndarray]
             raise ConfigError(f"--calibration {folder}: not a folder")
         files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ConfigError(f"--calibration {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-        rgbs = (cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1] for p in files)
+            raise ConfigError(f"--calibration {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        rgbs = (_read_rgb(p) for p in files)
     out = []
     for rgb in rgbs:
         rgb = np.ascontiguousarray(rgb)
-        out += [to_input(rgb, m), to_input(np.ascontiguousarray(rgb[:, ::-1]), m)]
+        out += [to_input(rgb, spec), to_input(np.ascontiguousarray(rgb[:, ::-1]), spec)]
         if len(out) >= 64:
             break
     return out
 
 
-def _input_only(spec: InputSpec) -> Manifest:
-    return Manifest(
-        name="calibration",
-        task="classification",
-        decoder="classify",
-        labels=[],
-        input=spec,
-        provenance=Provenance(origin="", licence=""),
-    )
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ConfigError(f"--calibration: cannot read image {path}")
+    return img[..., ::-1]
 
 
 @dataclass
@@ -222,14 +219,7 @@ def add_from_torch(
         d_mean, d_std, note = default_normalisation(TensorDesc("input", shape, "float32", 0.0, 0))
         mean, std = mean or d_mean, std or d_std
         notes.append(f"input normalisation: {note}")
-    spec = InputSpec(
-        width=w,
-        height=h,
-        color="rgb",
-        resize="stretch" if task == "classification" else "letterbox",
-        mean=mean,
-        std=std,
-    )
+    spec = input_spec(task, w, h, mean, std)
     inputs = calibration_images(calibration, spec)
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     made = f"exported from {factory} by `lookout models add --from-torch` at {when}"
@@ -269,25 +259,21 @@ def add_from_torch(
             )
             for key, (f, fmt, prec, how) in files.items()
         }
-        manifest = Manifest(
-            name=name,
-            task=task,
-            decoder=layout.decoder,
-            labels=layout.labels,
-            outputs=out_names,
-            keypoints=layout.keypoints,
-            input=spec,
-            decoder_options=layout.options,
-            artifacts=artifacts,
-            provenance=Provenance(
+        manifest = write_manifest(
+            dest,
+            name,
+            task,
+            layout,
+            out_names,
+            spec,
+            artifacts,
+            Provenance(
                 origin=origin or f"{factory} (as given to `lookout models add`), added {when}",
                 licence=licence,
                 built_by="lookout models add --from-torch",
                 notes="Every artifact takes NHWC float input (a permute to NCHW precedes the network).",
             ),
         )
-        manifest._dir = dest
-        save_manifest(manifest)
         n = AGREEMENT_IMAGES
         rows = agreement(manifest, eager[:n], inputs[:n], task)
         smoke_test(manifest)

@@ -94,7 +94,7 @@ class Conv(nn.Module):
 
 
 class Binary(nn.Module):
-    """ADD / MUL / SUB; a constant operand is held as a buffer."""
+    """ADD / MUL / SUB / DIV / FLOOR_DIV; a constant operand is held as a buffer."""
 
     def __init__(self, kind: str, act: str, const: torch.Tensor | None, const_first: bool) -> None:
         super().__init__()
@@ -110,8 +110,12 @@ class Binary(nn.Module):
             y = a + b
         elif self.kind == "MUL":
             y = a * b
-        else:
+        elif self.kind == "SUB":
             y = a - b
+        elif self.kind == "DIV":
+            y = a / b
+        else:  # FLOOR_DIV (integer indices)
+            return torch.div(a, b, rounding_mode="floor")
         return _activation(y, self.act)
 
 
@@ -244,24 +248,6 @@ class FakeQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = torch.clamp(torch.round(x / self.scale) + self.zero_point, self.qmin, self.qmax)
         return (q - self.zero_point) * self.scale
-
-
-class IntBinary(nn.Module):
-    """FLOOR_DIV and DIV (with an optional constant operand)."""
-
-    def __init__(self, kind: str, const: torch.Tensor | None, const_first: bool, act: str = "none") -> None:
-        super().__init__()
-        self.kind, self.const_first, self.act = kind, const_first, act
-        self.has_const = const is not None
-        if const is not None:
-            self.register_buffer("const", const)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        if self.has_const:
-            a, b = (self.const, a) if self.const_first else (a, self.const)
-        if self.kind == "FLOOR_DIV":
-            return torch.div(a, b, rounding_mode="floor")
-        return _activation(a / b, self.act)
 
 
 class ArgMax(nn.Module):
@@ -472,10 +458,7 @@ class _Builder:
             else:
                 keys = [self.as_nchw(i) if nchw else self.plain(i) for i in ins[:2]]
             act = o.get("act", "none")
-            module = (
-                Binary(k, act, const, a_c) if k in ("ADD", "MUL", "SUB") else IntBinary(k, const, a_c, act)
-            )
-            self.add(module, keys, [out], nchw=nchw)
+            self.add(Binary(k, act, const, a_c), keys, [out], nchw=nchw)
         elif k in _UNARY_SAME_LAYOUT or k == "QUANTIZE":
             nchw = ins[0] in self.nchw
             key = ins[0] if ins[0] not in self.consts else self.plain(ins[0])
