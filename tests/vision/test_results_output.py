@@ -70,12 +70,20 @@ def test_keypoints_appear_in_json_only_when_present() -> None:
     assert posed.to_json()["keypoints"] == [{"name": "nose", "x": 1.3, "y": 2.0, "score": 0.5}]
 
 
-def test_mqtt_detections_schema_accepts_keypoints_and_rejects_malformed_ones() -> None:
+def test_mqtt_contract_carries_keypoints_and_refuses_malformed_ones() -> None:
+    import pytest
+
+    from app.telemetry import contract
     from app.telemetry.schemas import is_valid
 
     posed = Detection("person", 0.8, (0.0, 0.0, 5.0, 5.0), (Keypoint("nose", 1.0, 2.0, 0.5),))
-    payload = {"seq": 1, "ts": 1.7e9, "frame": 0, "model": "m", "runtime": "tflite",
-               "detections": [posed.to_json()], "latency_ms": {"infer": 1.0}}  # fmt: skip
-    assert is_valid("detections", payload)
-    payload["detections"][0]["keypoints"][0]["score"] = 2.0
-    assert not is_valid("detections", payload)
+    plain = Detection("face", 0.9, (1.0, 2.0, 3.0, 4.0))
+    data = {"seq": 1, "ts": 1.7e9, "frame": 0, "model": "m", "runtime": "tflite",
+            "detections": [posed.to_json(), plain.to_json()], "latency_ms": {"infer": 1.0}}  # fmt: skip
+    wire = json.loads(contract.build("detections", data).to_json())
+    assert wire["detections"][0]["keypoints"] == [{"name": "nose", "x": 1.0, "y": 2.0, "score": 0.5}]
+    assert "keypoints" not in wire["detections"][1]  # absent, not null
+    assert is_valid("detections", wire)
+    data["detections"][0]["keypoints"][0]["score"] = 2.0
+    with pytest.raises(contract.ContractError, match="keypoints"):
+        contract.build("detections", data)
