@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from app import __version__
 from app.commands import VERBS
 from app.errors import LookoutError
+from app.inert import printable
+from app.redact import LogFormatter, redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)], handlers=[handler]
     )
     if not args.verb:
         parser.print_help()
@@ -46,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LookoutError as exc:
-        print(f"lookout {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"lookout {args.verb}: error: {printable(redact(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -16,23 +16,35 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
+    SecretStr,
     SerializeAsAny,
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from app.errors import ConfigError
+from app.finite import MODEL_CONFIG
+from app.redact import redact, remember
 from app.runtimes.base import RuntimeConfig, switch_runtime
 
 SEARCH_PATHS = (Path("lookout.toml"), Path("/etc/lookout/config.toml"))
 
+#: Frame rates a camera or the `fps` cap may have: one frame per 100 s to 1000 per second.
+FPS_MIN, FPS_MAX = 0.01, 1000.0
+
+
+def frame_rate(default: float | None, description: str) -> Any:
+    """A frame-rate field, bounded to [FPS_MIN, FPS_MAX] (a rate of 1e-300 overflows the frame period)."""
+    return Field(default=default, ge=FPS_MIN, le=FPS_MAX, description=description)
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = MODEL_CONFIG  # unknown keys and non-finite numbers are errors
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -53,7 +65,7 @@ class Picamera2Source(Strict):
     camera: int = Field(default=0, ge=0)
     width: int = Field(default=640, ge=1)
     height: int = Field(default=480, ge=1)
-    fps: float = Field(default=30.0, gt=0)
+    fps: float = frame_rate(30.0, "sensor frame rate")
 
 
 class ImagesSource(Strict):
@@ -124,10 +136,21 @@ class PipelineConfig(Strict):
     score_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="override the model manifest's score threshold"
     )
-    fps: float | None = Field(default=None, gt=0, description="cap the capture rate")
+    fps: float | None = frame_rate(None, "cap the capture rate (frames per second)")
     max_frames: int | None = Field(default=None, ge=1)
     warmup: int = Field(default=5, ge=0, description="inferences run before timing starts")
     queue_size: int = Field(default=2, ge=1, le=64)
+
+
+def _remembered(secret: SecretStr) -> SecretStr:
+    remember(secret.get_secret_value())
+    return secret
+
+
+# A secret: shown as '**********' by repr, str and `config show`; its value is scrubbed from every
+# output, error and log line (app/redact.py); a validation error never echoes it.
+Secret = Annotated[SecretStr, AfterValidator(_remembered)]
+SECRET_KEYS = frozenset({"password"})
 
 
 class TlsConfig(Strict):
@@ -136,16 +159,45 @@ class TlsConfig(Strict):
     key_file: Path | None = None
     insecure: bool = False
 
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(
+                "cert_file and key_file must be given together (a client certificate and its key)"
+            )
+        return self
+
+
+def _broker_url(url: str) -> str:
+    from app.telemetry.broker_url import parse_broker_url
+
+    try:
+        parse_broker_url(url, "mqtt.url")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return url
+
+
+def _topic_prefix(prefix: str) -> str:
+    from app.telemetry.topics import check_prefix
+
+    try:
+        return check_prefix(prefix)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
 
 class MqttConfig(Strict):
     enabled: bool = True
-    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
+    url: Annotated[str, AfterValidator(_broker_url)] = Field(
+        default="mqtt://127.0.0.1:1883", description="mqtt://[user[:password]@]host[:port] or mqtts://..."
+    )
     protocol: Literal["5", "3.1.1"] = "5"
     username: str | None = None
-    password: str | None = None
+    password: Secret | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     tls: TlsConfig = Field(default_factory=TlsConfig)
-    topic_prefix: str = "lookout"
+    topic_prefix: Annotated[str, AfterValidator(_topic_prefix)] = "lookout"
     publish_empty: bool = Field(default=False, description="publish frames without detections too")
     metrics_interval_s: float = Field(default=5.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
@@ -235,17 +287,41 @@ def validate_runtime(data: dict[str, Any] | RuntimeConfig, where: str = "runtime
 def find_config_file(explicit: str | Path | None = None) -> Path | None:
     """The config file by search order, or None for built-in defaults."""
     if explicit:
-        p = Path(explicit)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        return p
+        return _existing_file(Path(explicit), "")
     env = os.environ.get("LOOKOUT_CONFIG")
     if env:
-        p = Path(env)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} (from $LOOKOUT_CONFIG) not found")
-        return p
+        return _existing_file(Path(env), " (from $LOOKOUT_CONFIG)")
     return next((p for p in SEARCH_PATHS if p.is_file()), None)
+
+
+def _existing_file(p: Path, origin: str) -> Path:
+    if p.is_dir():
+        raise ConfigError(f"config file {p}{origin} is a directory, not a file")
+    if not p.is_file():
+        raise ConfigError(f"config file {p}{origin} not found")
+    return p
+
+
+def read_config_text(path: Path) -> str:
+    """The config file as text; ConfigError in one line when it is not UTF-8 text."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: not UTF-8 text: it is UTF-16 (save it as UTF-8)")
+    if b"\x00" in raw:
+        raise ConfigError(
+            f"{path}: not UTF-8 text: it contains NUL bytes (binary data, or UTF-16 without a BOM?)"
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line} (offset {exc.start}) "
+            "is not valid UTF-8"
+        ) from None
 
 
 def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | None = None) -> LookoutConfig:
@@ -254,12 +330,13 @@ def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | 
     data: dict[str, Any] = {}
     where = str(path) if path else "built-in defaults"
     if path:
+        text = read_config_text(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     for dotted, value in (overrides or {}).items():
         if dotted == "runtime.type":
             data["runtime"] = switch_runtime(value, data.get("runtime") or {})
@@ -277,18 +354,27 @@ def validate_config(data: dict[str, Any], where: str = "config") -> LookoutConfi
 
 
 def format_validation_error(exc: ValidationError, where: str) -> str:
-    """One line: the first error's dotted key, the file, and what was expected."""
+    """One line: the first error's dotted key, the file, and what was expected. The value is shown
+    only where it is not a secret (and then redacted); a rule's own message names what it checked."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"] if not _is_union_tag(p, err)]
     key = ".".join(loc) or "(root)"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key '{key}'{more}"
-    if err["type"] == "union_tag_invalid":
-        return f"{where}: key '{key}.type' is {err['input'].get('type')!r}; expected one of {err['ctx']['expected_tags']}{more}"
-    if err["type"] == "missing":
-        return f"{where}: key '{key}' is required{more}"
-    return f"{where}: key '{key}': {err['msg']} (got {err.get('input')!r}){more}"
+        msg = f"unknown key '{key}'"
+    elif err["type"] == "union_tag_invalid" and isinstance(err.get("input"), dict):
+        msg = (
+            f"key '{key}.type' is {err['input'].get('type')!r}; expected one of {err['ctx']['expected_tags']}"
+        )
+    elif err["type"] == "missing":
+        msg = f"key '{key}' is required"
+    elif err["type"] == "value_error":  # our validators: the message says what is wrong
+        msg = f"key '{key}': {err['ctx']['error']}"
+    elif SECRET_KEYS & set(loc):
+        msg = f"key '{key}': {err['msg']} (value not shown: it is a secret)"
+    else:
+        msg = f"key '{key}': {err['msg']} (got {err.get('input')!r})"
+    return redact(f"{where}: {msg}{more}".replace("\n", " "))
 
 
 def _is_union_tag(part: Any, err: dict) -> bool:

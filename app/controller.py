@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: `cmd/config` keys -> (config section, key): a command changes the running config's own fields.
+LIVE_KEYS = {
+    "metrics_interval_s": ("mqtt", "metrics_interval_s"),
+    "publish_empty": ("mqtt", "publish_empty"),
+    "score_threshold": ("pipeline", "score_threshold"),
+}
+
 
 @dataclass
 class LiveSettings:
@@ -79,7 +86,7 @@ class Controller:
             return {"ok": False, "error": "another swap is in progress"}
         try:
             t0 = time.monotonic()
-            data = self.cfg.model_dump(mode="json")
+            data = self.cfg.model_dump()  # python mode: secrets stay SecretStr, not their "***" rendering
             data["model"] = model
             table = switch_runtime(runtime, self.configured.runtime)
             table["isolate"] = bool(table.get("isolate")) or needs_isolation(runtime)
@@ -105,18 +112,21 @@ class Controller:
             self._swap_lock.release()
 
     def apply_config(self, payload: dict[str, Any]) -> dict[str, Any]:
-        applied: dict[str, Any] = {}
-        if "metrics_interval_s" in payload:
-            self.settings.metrics_interval_s = float(payload["metrics_interval_s"])
-            applied["metrics_interval_s"] = self.settings.metrics_interval_s
-        if "publish_empty" in payload:
-            self.settings.publish_empty = bool(payload["publish_empty"])
-            applied["publish_empty"] = self.settings.publish_empty
+        """Change live settings. The values pass the config file's own rules (ranges, finite numbers):
+        the running config with them applied is validated as a whole, or nothing changes."""
+        data = self.cfg.model_dump(mode="json")
+        for key, value in payload.items():
+            if key not in LIVE_KEYS:
+                raise LookoutError(f"config command: {key!r} cannot be changed while running")
+            section, name = LIVE_KEYS[key]
+            data[section][name] = value
+        self.cfg = new = validate_config(data, "config command")
+        self.settings.metrics_interval_s = new.mqtt.metrics_interval_s
+        self.settings.publish_empty = new.mqtt.publish_empty
         if "score_threshold" in payload:
-            self.settings.score_threshold = float(payload["score_threshold"])
-            self.pipeline.engine.score_threshold = self.settings.score_threshold
-            applied["score_threshold"] = self.settings.score_threshold
-        return {"ok": True, "applied": applied}
+            self.settings.score_threshold = new.pipeline.score_threshold
+            self.pipeline.engine.score_threshold = new.pipeline.score_threshold
+        return {"ok": True, "applied": {k: getattr(self.settings, k) for k in payload}}
 
     def bench(self, payload: dict[str, Any]) -> dict[str, Any]:
         from app.measure.bench import BenchOptions, run_bench

@@ -10,6 +10,11 @@ hand-off to inference keeps only the freshest frame (stale frames are dropped an
 stays bounded when inference is slower than the camera. For a file read as fast as possible it applies
 back-pressure instead, so no frame is skipped. Each frame carries perf_counter_ns timestamps; stage
 durations go into the latency histograms.
+
+Liveness (what feeds the systemd watchdog): each thread records whether it is inside a call (a read,
+an inference, a decode, a publish) and since when, or waiting on purpose (for the next frame slot under
+the fps cap, or on a channel whose other side is working). `stalled(limit_s)` names a call that has
+lasted longer than `limit_s`; a pipeline at one frame per minute is live, a hung inference is not.
 """
 
 from __future__ import annotations
@@ -50,6 +55,22 @@ class Job:
     outputs: list[np.ndarray] = field(default_factory=list)
 
 
+class Activity:
+    """What one stage thread is doing: inside `call` since `since_ns`, or waiting on purpose (call None)."""
+
+    __slots__ = ("call", "since_ns")
+
+    def __init__(self) -> None:
+        self.call: str | None = None
+        self.since_ns = time.perf_counter_ns()
+
+    def enter(self, call: str, now_ns: int) -> None:
+        self.call, self.since_ns = call, now_ns
+
+    def wait(self) -> None:
+        self.call = None
+
+
 @dataclass(slots=True)
 class FrameResult:
     """What the sink receives for every processed frame."""
@@ -78,7 +99,6 @@ class Pipeline:
         max_frames: int | None = None,
         queue_size: int = 2,
         on_infer: Callable[[int, int], None] | None = None,
-        on_frame: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self._engine = engine
@@ -88,7 +108,7 @@ class Pipeline:
         self.fps_cap = fps_cap
         self.max_frames = max_frames
         self._on_infer = on_infer  # (t0_ns, t1_ns) of each inference: energy windows
-        self._on_frame = on_frame  # heartbeat after each processed frame
+        self._activity = {name: Activity() for name in ("grab", "infer", "post")}
         self._to_infer: Channel[Job] = Channel(1 if live else queue_size, drop_oldest=live)
         self._to_post: Channel[Job] = Channel(max(queue_size, 2))
         self._stop = threading.Event()
@@ -151,6 +171,25 @@ class Pipeline:
             self._retired.append(old)
         return old
 
+    def stalled(self, limit_s: float) -> str | None:
+        """Why the pipeline is not live, or None: a thread has been inside one call for more than
+        `limit_s` (the capture call also gets one frame period of the source, and counts as waiting
+        while the source reconnects)."""
+        now = time.perf_counter_ns()
+        for name, act in self._activity.items():
+            call, since = act.call, act.since_ns
+            if call is None:
+                continue
+            allowed = limit_s
+            if call == "capture":
+                if getattr(self.source, "degraded", False):
+                    continue  # reconnecting with backoff, on purpose
+                source_fps = getattr(self.source, "fps", None)
+                allowed += 1.0 / source_fps if source_fps else 0.0
+            if now - since > allowed * 1e9:
+                return f"{call} has not returned for {(now - since) / 1e9:.0f} s ({name} thread)"
+        return None
+
     @property
     def fps(self) -> float:
         if self.first_done_ns is None or self.last_done_ns is None or self.frames < 2:
@@ -160,25 +199,29 @@ class Pipeline:
 
     # --- stages --------------------------------------------------------------------------------
     def _grab_loop(self) -> None:
-        period_ns = int(1e9 / self.fps_cap) if self.fps_cap else 0
-        next_ns = time.perf_counter_ns()
+        act = self._activity["grab"]
         index = 0
         try:
+            period_ns = int(1e9 / self.fps_cap) if self.fps_cap else 0
+            next_ns = time.perf_counter_ns()
             while not self._stop.is_set():
                 if not self.live and self.max_frames is not None and index >= self.max_frames:
                     break
                 if period_ns:
+                    act.wait()  # until the next frame slot: on purpose
                     wait = (next_ns - time.perf_counter_ns()) / 1e9
                     if wait > 0 and self._stop.wait(wait):
                         break
                     next_ns = max(next_ns + period_ns, time.perf_counter_ns() - period_ns)
                 t0 = time.perf_counter_ns()
+                act.enter("capture", t0)
                 frame = self.source.read(self._stop)
                 t1 = time.perf_counter_ns()
                 if frame is None:
                     break
                 ts = time.time()
                 engine = self._engine
+                act.enter("preprocess", t1)
                 try:
                     tensor, transform = engine.preprocess(frame)
                 except Exception as exc:
@@ -186,19 +229,24 @@ class Pipeline:
                     continue
                 t2 = time.perf_counter_ns()
                 name = getattr(self.source, "frame_source", "")
+                act.wait()  # a full channel waits for inference, which has its own activity
                 self._to_infer.put(Job(index, ts, engine, tensor, transform, t0, t1, t2, name))
                 index += 1
         except Exception as exc:
             self._record_error("capture", exc)
         finally:
+            act.wait()
             self._to_infer.close()
 
     def _infer_loop(self) -> None:
         on_infer = self._on_infer
+        act = self._activity["infer"]
         try:
             while True:
+                act.wait()
                 job = self._to_infer.get()
                 job.t_infer0 = time.perf_counter_ns()
+                act.enter("infer", job.t_infer0)
                 try:
                     job.outputs = job.engine.infer(job.tensor)
                 except Exception as exc:
@@ -207,24 +255,30 @@ class Pipeline:
                 job.t_infer1 = time.perf_counter_ns()
                 if on_infer is not None:
                     on_infer(job.t_infer0, job.t_infer1)
+                act.wait()
                 self._to_post.put(job)
         except Closed:
             pass
         finally:
+            act.wait()
             self._to_post.close()
 
     def _post_loop(self) -> None:
         record = self.histograms.record
+        act = self._activity["post"]
         current: Engine | None = None
         try:
             while True:
+                act.wait()
                 job = self._to_post.get()
                 if self.max_frames is not None and self.frames >= self.max_frames:
                     continue  # in flight when the limit was reached: drained, not counted
                 if job.engine is not current:
+                    act.enter("closing a retired engine", time.perf_counter_ns())
                     self._close_retired(job.engine)
                     current = job.engine
                 t5 = time.perf_counter_ns()
+                act.enter("postprocess", t5)
                 try:
                     detections = job.engine.decode(job.outputs, job.transform)
                 except Exception as exc:
@@ -247,6 +301,7 @@ class Pipeline:
                     latency_ms,
                     job.source,
                 )
+                act.enter("publish", t6)
                 try:
                     self._sink(result)
                 except Exception as exc:
@@ -261,6 +316,8 @@ class Pipeline:
                     self._stop.set()
         except Closed:
             pass
+        finally:
+            act.wait()
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def _count_frame(self, now_ns: int, n_detections: int) -> None:
@@ -272,8 +329,6 @@ class Pipeline:
         self.last_progress_ns = now_ns
         self.frames += 1
         self.detections_total += n_detections
-        if self._on_frame is not None:
-            self._on_frame()
 
     def _close_retired(self, active: Engine) -> None:
         """Every frame of a retired engine has passed once a frame of a newer one arrives (FIFO)."""

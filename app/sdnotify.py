@@ -3,9 +3,10 @@
 Every function is a no-op returning False when the process was not started by systemd with
 `Type=notify` (NOTIFY_SOCKET unset), so the service code calls them unconditionally.
 
-The watchdog is fed by the pipeline's own progress: `Watchdog.beat()` is called once per processed
-frame and sends `WATCHDOG=1` at most every half interval. There is deliberately no timer thread: a hung
-inference or a stuck camera stops the beats, systemd stops receiving pings and restarts the service.
+The watchdog is fed by the pipeline's liveness: the service's main loop calls `Watchdog.beat()` on
+each tick while `Pipeline.stalled()` finds no stage stuck in one call, and `beat()` sends `WATCHDOG=1`
+at most every half interval. A slow frame rate (one frame a minute) keeps the pings coming; a hung
+inference or a stuck camera stops them, and systemd restarts the service.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def watchdog_interval_s(env: Mapping[str, str] | None = None, pid: int | None = 
 
 
 class Watchdog:
-    """Rate-limited watchdog fed by pipeline progress: call `beat()` for every processed frame.
+    """Rate-limited watchdog: call `beat()` whenever the pipeline is known to be live.
 
     Sends `WATCHDOG=1` (plus an optional `STATUS=` line) when at least half the interval has passed
     since the last ping. Disabled (every beat returns False) when systemd set no watchdog.

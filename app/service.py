@@ -25,6 +25,7 @@ from app.pipeline import STAGES, FrameResult, Pipeline
 from app.run_report import build_report, write_report
 from app.status import DeviceStatus
 from app.telemetry import contract
+from app.telemetry.spool import ensure_state_dir
 
 if TYPE_CHECKING:
     from app.measure.device import DeviceMeasurements
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIVE_SOURCES = ("picamera2",)
+STALL_S = 15.0  # without a systemd watchdog: a call lasting this long is reported as a stall
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Service:
         from app.vision.sources import open_source
 
         cfg = self.cfg
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(cfg.state_dir)
         if self.options.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
@@ -105,7 +107,6 @@ class Service:
             max_frames=cfg.pipeline.max_frames,
             queue_size=cfg.pipeline.queue_size,
             on_infer=measured.on_infer,
-            on_frame=watchdog.beat,
         )
         self.status.pipeline = pipeline
         self.controller = controller = Controller(cfg, pipeline, self.status, self.roots)
@@ -119,7 +120,6 @@ class Service:
                 cfg.device_id,
                 cfg.state_dir,
                 command_handler=controller.handle,
-                models_dir=cfg.models_dir,
             )
             self.status.telemetry = controller.telemetry = self.telemetry
             self.telemetry.start()
@@ -179,19 +179,28 @@ class Service:
             dropped_frames=pipe.dropped_frames,
             spool_depth=stats["spool_depth"],
             spool_dropped=stats["dropped"],
+            spool_drop_reasons=stats["dropped_reasons"],
             runtime=pipe.engine.runtime,
             model=pipe.engine.model,
         )
 
     def _main_loop(self, measured: DeviceMeasurements, watchdog: sdnotify.Watchdog) -> None:
+        """Metrics on time, and the watchdog fed while the pipeline is live (at any frame rate)."""
         pipe, settings = self.pipeline, self.controller.settings  # type: ignore[union-attr]
         assert pipe is not None
-        next_metrics = time.monotonic() + settings.metrics_interval_s
-        while pipe.running and not self._stop.wait(0.2):
-            if self.status.source.state == "degraded":
-                watchdog.beat()  # the capture thread is alive and reconnecting: not hung
-            if time.monotonic() >= next_metrics:
-                next_metrics = time.monotonic() + settings.metrics_interval_s
+        # a call that lasts half the watchdog interval counts as hung: systemd restarts us within
+        # 1.5 intervals of the hang. Without a watchdog the same check is only logged and published.
+        stall_s = watchdog.interval_s / 2 if watchdog.enabled else STALL_S  # type: ignore[operator]
+        tick = min(0.2, stall_s / 4)
+        last_metrics = time.monotonic()
+        while pipe.running and not self._stop.wait(tick):
+            stall = pipe.stalled(stall_s)
+            if stall is None:
+                watchdog.beat()
+            self.status.on_stall(stall)
+            # the interval is read each time: a `config` command changes it from the next tick on
+            if time.monotonic() - last_metrics >= settings.metrics_interval_s:
+                last_metrics = time.monotonic()
                 if self.telemetry is not None:
                     self._publish_metrics(measured)
                 self.status.notify()

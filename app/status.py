@@ -35,10 +35,22 @@ class DeviceStatus:
         self.source = SourceState()
         self.pipeline: Pipeline | None = None
         self.telemetry: Telemetry | None = None
+        self.stall: str | None = None  # why the pipeline is not live (app/pipeline.py `stalled`)
 
     @property
     def state(self) -> str:
-        return "degraded" if self.source.state == "degraded" else "online"
+        return "degraded" if self.source.state == "degraded" or self.stall else "online"
+
+    def on_stall(self, reason: str | None) -> None:
+        """The main loop's liveness check: a stall begins (reason) or ends (None); publish the change."""
+        if reason == self.stall or (reason and self.stall):
+            return  # unchanged (the seconds in a running stall's reason do not count as a change)
+        if reason:
+            log.error("pipeline stalled: %s; not feeding the systemd watchdog", reason)
+        else:
+            log.warning("pipeline live again")
+        self.stall = reason
+        self.publish()
 
     def on_source_state(self, state: str, reason: str) -> None:
         """The source's callback (capture thread): record a change and publish it."""
@@ -58,7 +70,7 @@ class DeviceStatus:
             fallback=engine.fallback if engine else None,
             started_at=self.started_at,
             board=self.board,
-            reason=self.source.reason,
+            reason=f"stalled: {self.stall}" if self.stall else self.source.reason,
         )
 
     def publish(self) -> None:
@@ -73,4 +85,7 @@ class DeviceStatus:
             return
         engine = self.pipeline.engine
         fb = f", fallback from {engine.fallback['from']}" if engine.fallback else ""
-        sdnotify.status(f"{self.state}: {engine.model} on {engine.runtime}{fb}, {self.pipeline.fps:.1f} fps")
+        stall = f", stalled: {self.stall}" if self.stall else ""
+        sdnotify.status(
+            f"{self.state}: {engine.model} on {engine.runtime}{fb}, {self.pipeline.fps:.1f} fps{stall}"
+        )

@@ -7,23 +7,58 @@ runtime format) with their sha256 and provenance. See docs/models.md.
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import shutil
 import tomllib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from app.errors import ArtifactError
+from app.finite import MODEL_CONFIG
 from app.runtimes.filecheck import EDGETPU_CUSTOM_OP
 from app.tomlwrite import toml_key, toml_value
 
 MANIFEST = "model.toml"
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+log = logging.getLogger(__name__)
+
+
+def check_model_name(name: str) -> str:
+    """`name` if it is a model name (one folder of the models directory, no path), else ArtifactError."""
+    if not isinstance(name, str) or not MODEL_NAME.match(name) or ".." in name:
+        raise ArtifactError(
+            f"model {name!r}: give a model name from the models directory "
+            "(letters, digits, '.', '_', '+', '-'; no paths)"
+        )
+    return name
+
+
+def _inside_model_folder(value: str) -> str:
+    """A manifest's file reference: relative, no '..', so it stays inside the model's folder."""
+    p = PurePosixPath(value)
+    if value and (p.is_absolute() or ".." in p.parts or "\\" in value or "\x00" in value):
+        raise ValueError(f"{value!r} must be a file name inside the model folder")
+    return value
+
+
+InFolder = Annotated[str, AfterValidator(_inside_model_folder)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = MODEL_CONFIG
 
 
 class InputSpec(_Strict):
@@ -40,7 +75,7 @@ class InputSpec(_Strict):
 class Artifact(_Strict):
     """One file of a model for one runtime format."""
 
-    file: str
+    file: InFolder
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     format: Literal["tflite", "pte", "ptl", "onnx"]
     precision: Literal["fp32", "fp16", "int8"]
@@ -52,7 +87,7 @@ class Artifact(_Strict):
 class Provenance(_Strict):
     origin: str
     licence: str
-    licence_file: str = ""
+    licence_file: InFolder = ""
     built_by: str = ""
     notes: str = ""
 
@@ -99,14 +134,22 @@ class Manifest(_Strict):
                 f"model {self.name!r} has no artifact {key!r} (available: {have}) in {self.path}"
             ) from None
 
+    def file_path(self, name: str) -> Path:
+        """`name` (a file the manifest names) under this model's folder; ArtifactError when it resolves
+        outside it (a symlink out of the folder)."""
+        path = self._dir / name
+        if not path.resolve().is_relative_to(self._dir.resolve()):
+            raise ArtifactError(f"{path} resolves outside the model folder {self._dir} (model {self.name!r})")
+        return path
+
     def artifact_path(self, key: str) -> Path:
         """Path of artifact `key`; ArtifactError naming the available keys when absent."""
-        return self._dir / self.artifact(key).file
+        return self.file_path(self.artifact(key).file)
 
     def verify_artifact(self, key: str) -> Path:
         """Path of artifact `key` after checking it exists and its sha256 matches the manifest."""
         art = self.artifact(key)
-        path = self._dir / art.file
+        path = self.file_path(art.file)
         if not path.is_file():
             raise ArtifactError(f"missing file {path} (artifact {key!r} of model {self.name!r})")
         got = sha256_file(path)
@@ -125,13 +168,14 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _manifest_file(name_or_dir: str | Path, models_dir: Path) -> Path:
+    """A model name (a str without a separator) is always models_dir/<name>, never relative to the working
+    directory; a Path or a str with a separator is a local folder or model.toml (CLI and config only:
+    remote commands give names, see check_model_name)."""
+    if isinstance(name_or_dir, str) and "/" not in name_or_dir and "\\" not in name_or_dir:
+        return Path(models_dir) / name_or_dir / MANIFEST
     p = Path(name_or_dir)
     if p.suffix == ".toml" and p.is_file():
         return p
-    if p.is_dir():
-        return p / MANIFEST
-    if isinstance(name_or_dir, str) and "/" not in name_or_dir and name_or_dir not in ("", ".", ".."):
-        return Path(models_dir) / name_or_dir / MANIFEST
     return p / MANIFEST
 
 
@@ -152,13 +196,13 @@ def load_manifest(name_or_dir: str | Path, models_dir: Path) -> Manifest:
     """Load a manifest by model name (models_dir/<name>/model.toml), folder or file path."""
     path = _manifest_file(name_or_dir, models_dir)
     if not path.is_file():
-        known = ", ".join(m.name for m in list_manifests(models_dir)) if Path(models_dir).is_dir() else ""
-        hint = f" (known models: {known})" if known else ""
-        raise ArtifactError(f"missing manifest {path}{hint}")
+        raise ArtifactError(f"missing manifest {path}{_known_hint(models_dir)}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"bad TOML in {path}: {exc}") from None
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
@@ -167,12 +211,44 @@ def load_manifest(name_or_dir: str | Path, models_dir: Path) -> Manifest:
     return manifest
 
 
-def list_manifests(models_dir: Path) -> list[Manifest]:
-    """Every models_dir/*/model.toml, sorted by name."""
+@dataclass
+class ModelScan:
+    """The models directory: manifests that load, and for each folder whose manifest does not, why."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    broken: dict[str, str] = field(default_factory=dict)  # folder name -> one-line error
+
+
+def scan_models(models_dir: Path) -> ModelScan:
+    """Every models_dir/*/model.toml, sorted; a broken one is reported by folder, the rest still load."""
+    scan = ModelScan()
     root = Path(models_dir)
     if not root.is_dir():
-        return []
-    return [load_manifest(p.parent, root) for p in sorted(root.glob(f"*/{MANIFEST}"))]
+        return scan
+    for p in sorted(root.glob(f"*/{MANIFEST}")):
+        try:
+            scan.manifests.append(load_manifest(p.parent, root))
+        except ArtifactError as exc:
+            scan.broken[p.parent.name] = str(exc)
+    return scan
+
+
+def list_manifests(models_dir: Path) -> list[Manifest]:
+    """Every models_dir/*/model.toml that loads, sorted by name (broken ones logged and skipped)."""
+    scan = scan_models(models_dir)
+    for folder, why in scan.broken.items():
+        log.warning("model %s skipped: %s", folder, why)
+    return scan.manifests
+
+
+def _known_hint(models_dir: Path) -> str:
+    scan = scan_models(models_dir)
+    parts = []
+    if scan.manifests:
+        parts.append("known models: " + ", ".join(m.name for m in scan.manifests))
+    if scan.broken:
+        parts.append("unreadable manifests: " + ", ".join(scan.broken))
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 # --- writing -------------------------------------------------------------------------------------

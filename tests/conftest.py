@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -163,3 +164,31 @@ def pi_board(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., PiBoard]
         return b
 
     return make
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Callable[[str, int], Path]]:
+    """mount(name, size_kib): a real tmpfs of that size at tmp_path/name, unmounted afterwards.
+
+    A small disk that really fills up (ENOSPC from the kernel), for the disk-full tests. Needs root
+    (CI runs as root); skipped with the reason where mounting is not possible."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size_kib: int) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root (the disk-full tests run as root in CI)")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs", str(d)],
+                           capture_output=True, text=True)  # fmt: skip
+        if r.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(d)
+        return d
+
+    try:
+        yield mount
+    finally:
+        for d in mounted:
+            if subprocess.run(["umount", str(d)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(d)], capture_output=True)  # still busy: detach

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from app.errors import ConfigError
+from app.finite import finite_float
 
 
 def register(sub: Any) -> None:
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
     )
     g.add_argument(
         "--duration",
-        type=float,
+        type=finite_float,
         default=None,
         help="minimum timed seconds (default: config [bench] min_duration_s)",
     )

@@ -22,10 +22,12 @@ def example_text() -> str:
 
 def _show(args: argparse.Namespace) -> int:
     from app.config import find_config_file, load_config, to_toml
+    from app.redact import redact
 
     path = find_config_file(args.config)
+    text = to_toml(load_config(args.config))  # secrets are '**********' there; URL passwords '***' below
     print(f"# effective config from {path or 'built-in defaults'}")
-    print(to_toml(load_config(args.config)), end="")
+    print(redact(text), end="")
     return 0
 
 

@@ -7,13 +7,12 @@ import glob
 import json
 import os
 import shutil
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.config import LookoutConfig
+    from app.config import LookoutConfig, MqttConfig
 
 
 @dataclass
@@ -111,19 +110,23 @@ def check_meters() -> list[Check]:
     return out
 
 
-def check_broker(url: str) -> Check:
+def check_broker(mqtt: MqttConfig | str) -> Check:
+    """Log in to the broker as the service would (URL, username/password, TLS): one real MQTT CONNECT, so a
+    wrong password, a TLS name mismatch or an unknown CA show here, not just whether a port is open."""
+    from app.config import MqttConfig
     from app.errors import ConfigError
-    from app.telemetry.broker_url import parse_broker_url, redact_url
+    from app.redact import redact
+    from app.telemetry import connect
+    from app.telemetry.broker_url import parse_broker_url
 
+    url = mqtt if isinstance(mqtt, str) else mqtt.url
     try:
         addr = parse_broker_url(url, "mqtt.url")
+        cfg = MqttConfig(url=url) if isinstance(mqtt, str) else mqtt
+        ok, detail = connect.probe(cfg)
     except ConfigError as exc:
-        return Check("broker", redact_url(url), False, str(exc))
-    try:
-        with socket.create_connection((addr.host, addr.port), timeout=2.0):
-            return Check("broker", str(addr), True, "reachable")
-    except OSError as exc:
-        return Check("broker", str(addr), False, f"cannot connect: {exc.strerror or exc}")
+        return Check("broker", redact(url), False, str(exc))
+    return Check("broker", str(addr), ok, detail)
 
 
 def check_pipeline(cfg: LookoutConfig, probe: bool) -> list[Check]:
@@ -193,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     tpus = check_edgetpu(probe=not args.no_probe)
     checks = [*runtimes, *tpus, *check_cameras(), *check_meters()]
     if cfg.mqtt.enabled:
-        checks.append(check_broker(cfg.mqtt.url))
+        checks.append(check_broker(cfg.mqtt))
     pipeline = check_pipeline(cfg, probe=not args.no_probe)
     checks += pipeline
     can_run = all(c.ok for c in pipeline)

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.commands.actions import Actions, Option, option
 from app.errors import ConfigError
+from app.finite import finite_float, json_safe
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 PASSWORD_ENV = "LOOKOUT_MQTT_PASSWORD"
@@ -30,9 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no live view (default when stdout is not a terminal, e.g. under systemd): log a summary line",
     )
-    p.add_argument("--wait", type=float, default=5.0, help="seconds to collect with --once")
+    p.add_argument("--wait", type=finite_float, default=5.0, help="seconds to collect with --once")
     p.add_argument(
-        "--idle-exit", type=float, metavar="S", help="with --once: stop early after S s without messages"
+        "--idle-exit",
+        type=finite_float,
+        metavar="S",
+        help="with --once: stop early after S s without messages",
     )
     p.add_argument("--json", action="store_true", help="with --once: print the registry as a JSON list")
     p.add_argument(
@@ -63,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="bearer token required for everything but /static (needed to bind beyond loopback)",
     )
-    sv.add_argument("--refresh", type=float, default=1.0, metavar="S", help="live page update interval")
+    sv.add_argument(
+        "--refresh", type=finite_float, default=1.0, metavar="S", help="live page update interval"
+    )
 
 
 def _monitor_options() -> tuple[Option, ...]:
@@ -82,15 +88,23 @@ def _monitor_options() -> tuple[Option, ...]:
         option("--share", metavar="GROUP", help="MQTT 5 shared subscription group for metrics/detections"),
         option("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)"),
         option("--sort", default="id", choices=sorted(SORT_KEYS), help="sort key of the live view"),
-        option("--p90-alert-ms", type=float, default=100.0, help="highlight inference p90 above this"),
-        option("--stale-s", type=float, default=60.0, help="alert when an online device is silent this long"),
+        option("--p90-alert-ms", type=finite_float, default=100.0, help="highlight inference p90 above this"),
+        option(
+            "--stale-s",
+            type=finite_float,
+            default=60.0,
+            help="alert when an online device is silent this long",
+        ),
         option(
             "--db",
             help="history: a SQLite file or postgresql://user@host/db (default: <state dir>/fleet.sqlite)",
         ),
         option("--retention", default="7d", help="history retention, e.g. 24h, 7d (default 7d)"),
         option(
-            "--history-interval", type=float, default=10.0, help="seconds between history rows per device"
+            "--history-interval",
+            type=finite_float,
+            default=10.0,
+            help="seconds between history rows per device",
         ),
         option(
             "--monitor-id",
@@ -99,7 +113,7 @@ def _monitor_options() -> tuple[Option, ...]:
         ),
         option(
             "--log-interval",
-            type=float,
+            type=finite_float,
             default=60.0,
             metavar="S",
             help="seconds between summary lines (headless live view and serve)",
@@ -214,18 +228,23 @@ def _until_signal(monitor: Any, interval_s: float) -> int:
     import signal
     import threading
 
+    from app.fleet.monitor import missed_warning
+    from app.inert import printable
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(interval_s):
         rows = monitor.registry.snapshot()
         stats = monitor.stats.as_dict()
-        alerted = [f"{r['device_id']}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
+        alerted = [f"{printable(r['device_id'])}({','.join(r['alerts'])})" for r in rows if r.get("alerts")]
+        missed = missed_warning(stats.get("missed") or {})
         print(
             f"fleet: {sum(r['online'] for r in rows)}/{len(rows)} online, "
             f"{sum(stats.get('received', {}).values())} msgs, {stats.get('malformed_total', 0)} malformed, "
             f"{stats.get('unsupported_version_total', 0)} unsupported version, "
-            f"{'connected' if stats.get('connected') else 'DISCONNECTED'}; alerts: {' '.join(alerted) or 'none'}",
+            f"{'connected' if stats.get('connected') else 'DISCONNECTED'}; alerts: {' '.join(alerted) or 'none'}"
+            + (f"; {missed}" if missed else ""),
             flush=True,
         )
     return 0
@@ -241,6 +260,7 @@ def _wait(monitor: object, wait_s: float, idle_s: float | None) -> None:
 
 
 def _print_once(args: argparse.Namespace, monitor: object) -> int:
+    from app.fleet.monitor import missed_warning
     from app.fleet.view import render, sort_rows
 
     rows = sort_rows(monitor.registry.snapshot(), args.sort)  # type: ignore[attr-defined]
@@ -252,19 +272,21 @@ def _print_once(args: argparse.Namespace, monitor: object) -> int:
             "seq_gaps": sum(r["seq_gaps"] or 0 for r in rows),
             "seq_dups": sum(r["seq_dups"] or 0 for r in rows),
         }
-        Path(args.stats_json).write_text(json.dumps(stats, indent=1))
+        Path(args.stats_json).write_text(json.dumps(json_safe(stats), indent=1, allow_nan=False))
     if not stats["connected"] and not rows:
-        from app.telemetry.broker_url import redact_url
+        from app.redact import redact
 
         why = f": {monitor.stats.last_error}" if monitor.stats.last_error else ""  # type: ignore[attr-defined]
-        raise ConfigError(f"no connection to broker {redact_url(args.broker)} within {args.wait:g} s{why}")
-    if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        raise ConfigError(f"no connection to broker {redact(args.broker)} within {args.wait:g} s{why}")
+    if args.json:  # JSON has no NaN or Infinity: a non-finite number is null here
+        sys.stdout.write(json.dumps(json_safe(rows), indent=1, allow_nan=False) + "\n")
     else:
         from rich.console import Console
 
         Console().print(render(rows, stats, args.p90_alert_ms))
+    warning = missed_warning(stats["missed"])
+    if warning:
+        print(f"lookout fleet: warning: {warning}", file=sys.stderr)
     return 0
 
 

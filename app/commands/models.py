@@ -10,7 +10,7 @@ from pathlib import Path
 from app.commands.actions import Actions, option
 from app.config import default_models_dir
 from app.errors import ArtifactError, LookoutError
-from app.zoo import Manifest, import_edgetpu, list_manifests, load_manifest
+from app.zoo import Manifest, import_edgetpu, load_manifest, scan_models
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,14 +75,20 @@ def _models_dir(args: argparse.Namespace) -> Path:
     return args.models_dir or default_models_dir()
 
 
-def _select(args: argparse.Namespace) -> list[Manifest]:
+def _select(args: argparse.Namespace) -> tuple[list[Manifest], dict[str, str]]:
+    """The named models (or all), and the folders whose manifest does not load (name -> why)."""
     root = _models_dir(args)
     if args.names:
-        return [load_manifest(n, root) for n in args.names]
-    found = list_manifests(root)
-    if not found:
+        return [load_manifest(n, root) for n in args.names], {}
+    scan = scan_models(root)
+    if not scan.manifests and not scan.broken:
         raise LookoutError(f"no models found in {root}")
-    return found
+    return scan.manifests, scan.broken
+
+
+def _report_broken(broken: dict[str, str]) -> None:
+    for folder, why in broken.items():
+        print(f"{folder}: {why}", file=sys.stderr)
 
 
 def _size(n: int) -> str:
@@ -116,8 +122,10 @@ def model_json(m: Manifest) -> dict:
 
 
 def _list(args: argparse.Namespace) -> int:
+    scan = scan_models(_models_dir(args))
     if args.json:
-        print(json.dumps([model_json(m) for m in list_manifests(_models_dir(args))], indent=2))
+        print(json.dumps([model_json(m) for m in scan.manifests], indent=2))
+        _report_broken(scan.broken)
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -125,14 +133,17 @@ def _list(args: argparse.Namespace) -> int:
     table = Table(title=f"models in {_models_dir(args)}")
     for col in ("name", "task", "input", "artifacts (key: precision, size)"):
         table.add_column(col)
-    for m in list_manifests(_models_dir(args)):
+    for m in scan.manifests:
         arts = []
         for key, art in m.artifacts.items():
             p = m.dir / art.file
             size = _size(p.stat().st_size) if p.is_file() else "missing"
             arts.append(f"{key}: {art.precision}, {size}")
         table.add_row(m.name, m.task, f"{m.input.width}x{m.input.height}", "\n".join(arts))
+    for folder in scan.broken:
+        table.add_row(folder, "[red]unreadable[/]", "", "see the error below")
     Console().print(table)
+    _report_broken(scan.broken)
     return 0
 
 
@@ -145,7 +156,8 @@ def _build(args: argparse.Namespace) -> int:
     unknown = [k for k in keys or [] if k not in RECIPES]
     if unknown:
         raise LookoutError(f"unknown artifact key(s) {', '.join(unknown)}; buildable: {', '.join(RECIPES)}")
-    manifests = _select(args)
+    manifests, broken = _select(args)
+    _report_broken(broken)
     results = []
     with Progress(
         TextColumn("{task.description}"),
@@ -173,13 +185,15 @@ def _build(args: argparse.Namespace) -> int:
                 f"{r.model} {r.key}: {r.status}: {r.reason}",
                 file=sys.stderr if r.status == "failed" else sys.stdout,
             )
-    return 2 if any(r.status == "failed" for r in results) else 0
+    return 2 if broken or any(r.status == "failed" for r in results) else 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     bad = 0
     total = 0
-    for m in _select(args):
+    manifests, broken = _select(args)
+    _report_broken(broken)
+    for m in manifests:
         for key in m.artifacts:
             total += 1
             try:
@@ -187,10 +201,10 @@ def _verify(args: argparse.Namespace) -> int:
             except ArtifactError as exc:
                 bad += 1
                 print(f"{m.name} {key}: {exc}", file=sys.stderr)
-    if bad:
-        return 2
-    print(f"{total} artifacts verified")
-    return 0
+    unreadable = f"; {len(broken)} model(s) unreadable" if broken else ""
+    failed = f" ({bad} failed)" if bad else ""
+    print(f"{total - bad} artifacts verified{failed}{unreadable}")
+    return 2 if bad or broken else 0
 
 
 def _import(args: argparse.Namespace) -> int:

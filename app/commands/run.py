@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ConfigError
+from app.finite import finite_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name in the models directory (see `lookout models list`)")
     p.add_argument("--runtime", help="tflite | edgetpu | executorch | torchscript-lite | onnxruntime")
     p.add_argument("--threads", type=int, help="inference threads")
-    p.add_argument("--fps", type=float, help="cap the capture rate, as a camera's frame rate would")
+    p.add_argument("--fps", type=finite_float, help="cap the capture rate, as a camera's frame rate would")
     p.add_argument("--max-frames", type=int, help="stop after N processed frames")
     p.add_argument("--device-id", help="device id used in MQTT topics (default: hostname)")
     p.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")

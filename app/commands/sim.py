@@ -11,11 +11,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from app.finite import finite_float
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="simulate a small fleet on this machine", description=__doc__)
     p.add_argument("--devices", type=int, default=3, help="number of simulated devices (default 3)")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    p.add_argument("--duration", type=finite_float, default=60.0, help="seconds to run (default 60)")
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of an embedded one")
     p.add_argument("--models-dir", help="models directory")
     p.add_argument(

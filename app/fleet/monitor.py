@@ -5,11 +5,19 @@ device builds with, so what the registry reads is exactly what a device sends. P
 with its model costs a few percent of what a jsonschema check did (figures: docs/fleet.md), so every
 message is checked in full. A payload of a contract version the monitor does not speak is counted as
 `unsupported_version`, apart from malformed ones (not JSON, wrong shape, unexpected topic).
+
+Retained state arrives whole: status and bench (retained, one message per device) are subscribed at
+QoS 0, metrics and detections at `qos`. mosquitto queues at most `max_queued_messages` (1000 by default)
+QoS 1 messages per client beyond the 20 in flight and drops the rest silently: at QoS 1, 10,000 retained
+statuses reached the monitor as 1,020 (docs/fleet.md, "Large fleets"). The monitor says when it can tell
+that it missed messages (`missed()`): the broker's `$SYS/broker/publish/messages/dropped` counter rising
+while it is connected, and devices that sent metrics or detections but whose status never arrived.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -20,13 +28,15 @@ from app.errors import ConfigError
 from app.fleet.registry import Registry
 from app.fleet.store import Store
 from app.fleet.window import LagHistogram
-from app.telemetry import contract, topics
+from app.telemetry import connect, contract, topics
 from app.telemetry.broker_url import parse_broker_url
 
 log = logging.getLogger(__name__)
 
 KINDS = ("status", "metrics", "detections", "bench")
 SHARED_KINDS = ("metrics", "detections")  # retained kinds are never sent on shared subscriptions
+RETAINED_KINDS = ("status", "bench")  # at QoS 0: mosquitto's QoS 1 queue limit drops retained state
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"  # mosquitto: dropped by queue limits, all clients
 
 
 @dataclass
@@ -44,9 +54,11 @@ class MonitorStats:
     last_rx: float = 0.0
     started: float = field(default_factory=time.time)
     cpu_started: float = field(default_factory=time.process_time)
+    missed: Any = None  # () -> what the monitor can tell it missed (set by the Monitor)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "missed": self.missed() if self.missed is not None else {},
             "received": dict(self.received),
             "malformed": dict(self.malformed),
             "malformed_total": sum(self.malformed.values()),
@@ -89,6 +101,8 @@ class Monitor:
             raise ConfigError(f"MQTT protocol {protocol!r}: expected 5 or 3.1.1")
         self.protocol = protocol
         self.stats = MonitorStats()
+        self.stats.missed = self.missed
+        self._sys_dropped: tuple[int, int] | None = None  # (first value seen, latest)
         self._log_interval = log_interval_s
         self._log_state: dict[str, tuple[float, int]] = {}
         self._client: Any = None
@@ -99,6 +113,9 @@ class Monitor:
     # ---- ingest ------------------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now: float) -> None:
         """Parse, check and apply one message. Never raises for bad input: counts it."""
+        if topic == SYS_DROPPED:
+            self._broker_dropped(payload)
+            return
         parsed = topics.parse(topic, self.prefix)
         if parsed is None or parsed.kind not in self.stats.received:
             self._malformed("topic", None, f"unexpected topic {topic[:120]!r}")
@@ -106,7 +123,11 @@ class Monitor:
         dev, kind = parsed.device_id, parsed.kind
         try:
             data = contract.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (
+            ValueError,
+            UnicodeDecodeError,
+            RecursionError,
+        ) as exc:  # (nesting deeper than the parser goes)
             self._malformed("json", dev, f"{topic}: not a JSON object ({exc})")
             return
         self.stats.received[kind] += 1
@@ -126,16 +147,38 @@ class Monitor:
 
     def _apply(self, dev: str, msg: contract.Payload, raw: bytes, now: float) -> None:
         if isinstance(msg, contract.Detections):
-            self.stats.lag.add((now - msg.ts) * 1000.0)
+            self._add_lag(now, msg.ts)
             self.registry.apply_detections(dev, msg.seq, len(msg.detections), now)
         elif isinstance(msg, contract.Metrics):
-            self.stats.lag.add((now - msg.ts) * 1000.0)
+            self._add_lag(now, msg.ts)
             self.registry.apply_metrics(dev, msg, now)
         elif isinstance(msg, contract.Status):
             self.registry.apply_status(dev, msg, now)
         elif isinstance(msg, contract.Bench):
             self.registry.apply_bench(dev, msg, now)
             self._save_bench(dev, raw, now)
+
+    def _add_lag(self, now: float, ts: float) -> None:
+        lag_ms = (now - ts) * 1000.0
+        if math.isfinite(lag_ms):  # a ts of -1e305 is a finite number, but no lag to speak of
+            self.stats.lag.add(lag_ms)
+
+    def _broker_dropped(self, payload: bytes) -> None:
+        try:
+            value = int(payload)
+        except ValueError:
+            return
+        first = self._sys_dropped[0] if self._sys_dropped else value
+        self._sys_dropped = (first, value)
+
+    def missed(self) -> dict[str, int | None]:
+        """What the monitor can tell it missed: `broker_dropped` (the broker's count of messages dropped by
+        its queue limits since the monitor subscribed, for all clients; None where $SYS is not readable)
+        and `devices_without_status` (devices heard from whose retained status never arrived)."""
+        dropped = self._sys_dropped[1] - self._sys_dropped[0] if self._sys_dropped else None
+        with self.registry.lock:
+            no_status = sum(1 for d in self.registry.devices.values() if d.n_status == 0)
+        return {"broker_dropped": dropped, "devices_without_status": no_status}
 
     def _unsupported(self, dev: str, exc: contract.UnsupportedVersion) -> None:
         key = "none" if exc.version is None else str(exc.version)
@@ -175,9 +218,20 @@ class Monitor:
     # ---- MQTT --------------------------------------------------------------------------------------
     def filters(self) -> list[str]:
         """Subscription filters; with a share group only the non-retained, high-rate kinds are shared."""
-        return [
-            topics.wildcard(k, self.prefix, self.share_group if k in SHARED_KINDS else None) for k in KINDS
+        return [f for f, _ in self.subscriptions() if f != SYS_DROPPED]
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """(filter, QoS): mosquitto's dropped-messages counter first (its retained value, sent before the
+        retained statuses, is the baseline), retained kinds at QoS 0 so that they arrive whole, the
+        streams at `qos`."""
+        subs = [
+            (
+                topics.wildcard(k, self.prefix, self.share_group if k in SHARED_KINDS else None),
+                0 if k in RETAINED_KINDS else self.qos,
+            )
+            for k in KINDS
         ]
+        return [(SYS_DROPPED, 0), *subs]
 
     def start(
         self, url: str, client_id: str | None = None, ca_file: str | None = None, password: str | None = None
@@ -201,15 +255,18 @@ class Monitor:
         if addr.tls:
             client.tls_set(ca_certs=ca_file)
         client.reconnect_delay_set(1, 30)
-        opts: Any = SubscribeOptions(qos=self.qos) if self.protocol == "5" else self.qos
+
+        def opts(qos: int) -> Any:
+            return SubscribeOptions(qos=qos) if self.protocol == "5" else qos
 
         def on_connect(c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
             if reason.is_failure:
-                self.stats.last_error = f"the broker refused the connection: {reason}"
-                log.error("broker refused the connection: %s", reason)
+                self.stats.last_error = connect.describe_refusal(reason, addr.username)
+                log.error("%s", self.stats.last_error)
                 return
             self.stats.connected = True
-            c.subscribe([(f, opts) for f in self.filters()])
+            self._sys_dropped = None  # a new session: count from the broker's next report
+            c.subscribe([(f, opts(q)) for f, q in self.subscriptions()])
 
         def on_disconnect(_c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
             self.stats.connected = False
@@ -224,8 +281,9 @@ class Monitor:
         client.on_message = on_message
         try:
             client.connect(addr.host, addr.port, keepalive=30)
-        except OSError as exc:
-            raise ConfigError(f"cannot connect to broker {addr}: {exc}") from None
+        except (OSError, ValueError) as exc:  # ssl.CertificateError is a ValueError too
+            why = connect.describe_error(exc, addr.host)
+            raise ConfigError(f"cannot connect to broker {addr}: {why}") from None
         self._client = client
         client.loop_start()
         if self.store is not None:
@@ -265,3 +323,18 @@ class Monitor:
             self._flusher.join(timeout=5)
             self._flusher = None
         self.flush_history()
+
+
+def missed_warning(missed: dict[str, Any]) -> str | None:
+    """One line saying what the monitor missed, or None."""
+    parts = []
+    if missed.get("broker_dropped"):
+        parts.append(
+            f"the broker dropped {missed['broker_dropped']} messages since the monitor subscribed (its count, "
+            "for all clients): raise max_queued_messages in mosquitto.conf (docs/fleet.md)"
+        )
+    if missed.get("devices_without_status"):
+        parts.append(
+            f"{missed['devices_without_status']} devices sent metrics or detections but no status arrived"
+        )
+    return "missed messages: " + "; ".join(parts) if parts else None

@@ -8,7 +8,6 @@ writes only with textContent. Nothing is fetched from anywhere but this server.
 from __future__ import annotations
 
 import time
-from html import escape
 from typing import Any
 from urllib.parse import quote
 
@@ -16,11 +15,12 @@ from app.fleet import svg
 from app.fleet.history import PANELS, WINDOWS, Event
 from app.fleet.table import COLUMNS, is_simulated, num
 from app.fleet.view import SORT_KEYS
+from app.inert import html_text
 
 
 def e(v: Any) -> str:
-    """Any value as inert HTML text."""
-    return escape(str(v), quote=True)
+    """Any value as inert HTML text (control characters shown as escapes, HTML escaped)."""
+    return html_text(v)
 
 
 def _layout(title: str, body: str, nav: str = "") -> str:

@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from app.inert import printable
+
 LABELS = ("device_id", "model", "runtime")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _labels(row: dict[str, Any]) -> list[str]:
-    return [str(row.get(k) or "") for k in LABELS]
+    """Label values from the device, with control characters as visible escapes (prometheus_client
+    escapes backslash, quote and newline itself)."""
+    return [printable(row.get(k) or "") for k in LABELS]
 
 
 def _num(v: Any) -> float | None:
@@ -77,9 +81,9 @@ class FleetCollector:
             info.add_metric(
                 [
                     *lab,
-                    str(r.get("state") or ""),
-                    str(r.get("version") or ""),
-                    str(r.get("power_source") or ""),
+                    printable(r.get("state") or ""),
+                    printable(r.get("version") or ""),
+                    printable(r.get("power_source") or ""),
                 ],
                 {},
             )
@@ -97,7 +101,7 @@ class FleetCollector:
                 v = _num(r.get(key))
                 if v is not None:
                     fam.add_metric(lab, v * scale)
-            src = str(r.get("power_source") or "")
+            src = printable(r.get("power_source") or "")
             if (v := _num(r.get("power_w"))) is not None:
                 power.add_metric([*lab, src], v)
             if (v := _num(r.get("energy_mj_per_inference"))) is not None:

@@ -13,6 +13,7 @@ from app.errors import ConfigError
 from app.fleet.history import PANELS, events, values, y_range
 from app.fleet.runtimes import bench_rows, compare
 from app.fleet.store import Store
+from app.inert import chart_text, html_text
 
 COLORS = ("#2563eb", "#d97706", "#dc2626")
 EVENT_COLORS = {"swap": "#7c3aed", "fallback": "#db2777", "offline": "#dc2626", "online": "#16a34a"}
@@ -75,7 +76,7 @@ def device_chart(
         title = panel.title + (f" ({panel.unit})" if panel.unit else "")
         if panel.title in ("power", "energy per inference") and sources:
             title += " — source: " + "; ".join(sources)
-        ax.set_title(textwrap.shorten(title, 110, placeholder=" …"), fontsize=8.5, loc="left")
+        ax.set_title(chart_text(textwrap.shorten(title, 110, placeholder=" …")), fontsize=8.5, loc="left")
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
         drawn = []
@@ -116,14 +117,14 @@ def device_chart(
     for ev in evts:  # labels of events close in time are stacked, not drawn over each other
         k = sum(1 for t in placed if abs(ev.ts - t) < 0.15 * span)
         placed.append(ev.ts)
-        top.annotate(textwrap.shorten(ev.text, 48, placeholder="…"), (datetime.fromtimestamp(ev.ts), 1.0),
+        top.annotate(chart_text(textwrap.shorten(ev.text, 48, placeholder="…")), (datetime.fromtimestamp(ev.ts), 1.0),
                      xycoords=("data", "axes fraction"), xytext=(3, -9 - 10 * k), textcoords="offset points",
                      fontsize=7, color=EVENT_COLORS.get(ev.kind, "gray"),
                      bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 0.5})  # fmt: skip
     locator = mdates.AutoDateLocator()
     axes[-1].xaxis.set_major_locator(locator)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    fig.suptitle(textwrap.shorten(device_id, 80), fontsize=11, x=0.01, ha="left")
+    fig.suptitle(chart_text(textwrap.shorten(device_id, 80)), fontsize=11, x=0.01, ha="left")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=80)
     plt.close(fig)
@@ -151,8 +152,12 @@ def comparison_chart(rows: list[dict[str, Any]], path: Path) -> bool:
         data = by_model[model]
         names = sorted(data, key=lambda n: statistics.median(data[n]))
         ax.boxplot([data[n] for n in names], showfliers=True)
-        ax.set_xticks(range(1, len(names) + 1), [f"{n}\n({len(data[n])} dev.)" for n in names], fontsize=8)
-        ax.set_title(textwrap.shorten(model, 40), fontsize=9)
+        ax.set_xticks(
+            range(1, len(names) + 1),
+            [f"{chart_text(n, 40)}\n({len(data[n])} dev.)" for n in names],
+            fontsize=8,
+        )
+        ax.set_title(chart_text(textwrap.shorten(model, 40)), fontsize=9)
         ax.set_ylim(0, max(max(v) for v in data.values()) * 1.15)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel("inference p90, ms")
@@ -167,7 +172,7 @@ def comparison_chart(rows: list[dict[str, Any]], path: Path) -> bool:
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(t)}</th>" for _, t in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in cols) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{html_text(_fmt(r.get(k)))}</td>" for k, _ in cols) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -220,7 +225,7 @@ def write_report(
         "<h1>Lookout fleet report</h1>",
         f"<p>Window: {html.escape(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since)))} to "
         f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now)))} · {len(by_dev)} devices · "
-        f"{len(samples)} history rows · database {html.escape(store.location)}</p>",
+        f"{len(samples)} history rows · database {html_text(store.location)}</p>",
     ]
     if simulated:
         parts.append(
@@ -231,7 +236,7 @@ def write_report(
     if groups:
         for g in groups:
             sim = " (simulated numbers)" if g["simulated"] else ""
-            parts.append(f"<h3>{html.escape(g['model'])} <small>{g['devices']} devices{sim}</small></h3>")
+            parts.append(f"<h3>{html_text(g['model'])} <small>{g['devices']} devices{sim}</small></h3>")
             parts.append(
                 _table(
                     g["runtimes"],
@@ -277,13 +282,11 @@ def write_report(
             f"<p>Charts for {len(charted)} of {len(by_dev)} devices (alerted first; --max-charts).</p>"
         )
     for dev, name, n in charts:
-        parts.append(
-            f"<h3 id='{html.escape(_safe(dev))}'>{html.escape(dev)} <small>({n} samples)</small></h3>"
-        )
+        parts.append(f"<h3 id='{html_text(_safe(dev))}'>{html_text(dev)} <small>({n} samples)</small></h3>")
         if name is None:
             parts.append("<p class='nometrics'>no metrics yet (the device announced its status only)</p>")
         else:
-            parts.append(f"<img src='{html.escape(name)}' alt='charts of {html.escape(dev)}'>")
+            parts.append(f"<img src='{html_text(name)}' alt='charts of {html_text(dev)}'>")
     parts.append("</body></html>")
     index = out / "index.html"
     index.write_text("\n".join(parts), encoding="utf-8")

@@ -21,6 +21,7 @@ from typing import Any
 
 from app.errors import ConfigError
 from app.fleet import migrations
+from app.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ def is_postgres(target: str | Path) -> bool:
     return str(target).startswith(_PG_SCHEMES)
 
 
-def redact_url(url: str) -> str:
-    """The database URL without its password (for messages and logs)."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
 def _cell(v: Any) -> Any:
     if isinstance(v, dict | list):
         return json.dumps(v, separators=(",", ":"))
@@ -104,7 +100,7 @@ class Store:
         self.retention_s = retention_s
         self.monitor = monitor
         self.dialect = "postgresql" if is_postgres(target) else "sqlite"
-        self.location = redact_url(str(target)) if self.dialect == "postgresql" else str(target)
+        self.location = redact(str(target)) if self.dialect == "postgresql" else str(target)
         self.path = Path(target) if self.dialect == "sqlite" else None
         self._target = str(target)
         self._lock = threading.Lock()

@@ -1,7 +1,8 @@
 """Inline SVG time-series charts for the device page (drawn on the server; no JS, no library).
 
-Every text that came from a device is XML-escaped here. Axes follow history.y_range; events (swaps,
-fallbacks, offline) are vertical marks on the time axis of every panel.
+Every text that came from a device is made inert here (app.inert.html_text: control characters shown as
+escapes, XML-escaped). Axes follow history.y_range; events (swaps, fallbacks, offline) are vertical marks
+on the time axis of every panel.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from html import escape
 from typing import Any
 
 from app.fleet.history import Event, Panel, values, y_range
+from app.inert import html_text
 
 W, H = 680, 180
 ML, MR, MT, MB = 58, 14, 24, 22  # margins: left (y labels), right, top (title), bottom (time labels)
@@ -94,14 +95,14 @@ def chart(
     def y(v: float) -> float:
         return MT + ph - (v - lo) / (hi - lo) * ph
 
-    title = escape(panel.title + (f" ({panel.unit})" if panel.unit else ""))
+    title = html_text(panel.title + (f" ({panel.unit})" if panel.unit else ""))
     parts = [
         f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{title}" '
         f'xmlns="http://www.w3.org/2000/svg">',
         f'<text class="title" x="{ML}" y="15">{title}</text>',
     ]
     if note:
-        parts.append(f'<text class="note" x="{W - MR}" y="15" text-anchor="end">{escape(note)}</text>')
+        parts.append(f'<text class="note" x="{W - MR}" y="15" text-anchor="end">{html_text(note)}</text>')
     parts.append(f'<rect class="plot" x="{ML}" y="{MT}" width="{pw}" height="{ph}"/>')
     if panel.title == "throttling":
         for v, lab in ((0, "no"), (1, "yes")):
@@ -128,8 +129,8 @@ def chart(
             c = EVENT_COLORS.get(e.kind, "#555")
             parts.append(
                 f'<line class="event" stroke="{c}" x1="{x(e.ts):.1f}" x2="{x(e.ts):.1f}" y1="{MT}" '
-                f'y2="{MT + ph}"><title>{escape(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)))} '
-                f"{escape(e.text)}</title></line>"
+                f'y2="{MT + ph}"><title>{html_text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)))} '
+                f"{html_text(e.text)}</title></line>"
             )
     gaps = sorted(b["ts"] - a["ts"] for a, b in itertools.pairwise(rows))
     max_gap = max(3 * gaps[len(gaps) // 2], 30.0) if gaps else 30.0
@@ -154,14 +155,14 @@ def chart(
         lx = ML + pw
         for i, (label, _pts) in reversed(list(enumerate(series))):
             color = ("#d97706", "#dc2626")[i % 2] if step else COLORS[i % len(COLORS)]
-            text = escape(label)
+            text = html_text(label)
             lx -= 12 + 7 * len(text) + 14
             parts.append(f'<rect x="{lx:.0f}" y="{MT + 5}" width="10" height="10" fill="{color}"/>')
             parts.append(f'<text class="legend" x="{lx + 14:.0f}" y="{MT + 14}">{text}</text>')
     if not all_vals:
         parts.append(
             f'<text class="empty" x="{ML + pw / 2:.0f}" y="{MT + ph / 2 + 5:.0f}" text-anchor="middle">'
-            f"{escape(empty_text)}</text>"
+            f"{html_text(empty_text)}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)

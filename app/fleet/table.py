@@ -2,13 +2,18 @@
 
 One owner for what the fleet table shows, used by the terminal view (rich styles per tone) and the web
 page (CSS classes per tone), so both show the same columns with the same formatting and highlights.
-Cell texts are plain strings; each renderer makes them inert for its medium (rich Text, HTML escaping).
+Cell texts are printable (control characters from the network written as visible escapes,
+app.inert.printable); each renderer makes them inert for its medium (rich Text, HTML escaping).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, NamedTuple
+
+from app.inert import printable
+
+TEXT_LIMIT = 48  # characters of one network string shown in a cell
 
 # Tones: "" plain, "good", "bad", "warn", "accent" (a fallback runtime), "muted".
 ALERT_ORDER = (
@@ -74,7 +79,7 @@ def row_tone(row: dict[str, Any]) -> str:
 def cells(row: dict[str, Any]) -> list[Cell]:
     """The table cells of one registry row, in COLUMNS order."""
     alerts = row.get("alerts") or []
-    runtime = str(row.get("runtime") or "—")
+    runtime = printable(row.get("runtime") or "—", TEXT_LIMIT)
     if row.get("fallback"):
         runtime += " (fallback)"
     power = num(row.get("power_w"), ".2f")
@@ -82,10 +87,10 @@ def cells(row: dict[str, Any]) -> list[Cell]:
         power += " sim"
     hot = row.get("throttled") or row.get("under_voltage")
     return [
-        Cell(str(row.get("device_id"))),
-        Cell(str(row.get("state") or "unknown"), "good" if row.get("online") else "bad"),
+        Cell(printable(row.get("device_id"), TEXT_LIMIT)),
+        Cell(printable(row.get("state") or "unknown", TEXT_LIMIT), "good" if row.get("online") else "bad"),
         Cell(runtime, "accent" if row.get("fallback") else ""),
-        Cell(str(row.get("model") or "—")),
+        Cell(printable(row.get("model") or "—", TEXT_LIMIT)),
         Cell(num(row.get("fps"))),
         Cell(num(row.get("infer_p90_ms")), "bad" if "p90" in alerts else ""),
         Cell(power, "muted" if power.endswith("sim") else ""),
@@ -107,13 +112,21 @@ def alert_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def summary(rows: list[dict[str, Any]], stats: dict[str, Any], p90_alert_ms: float) -> str:
-    """The one-line caption: devices online, messages, malformed, lag, alert threshold, connection."""
+    """The one-line caption: devices online, messages, malformed, lag, alert threshold, connection, and
+    what the monitor knows it missed."""
     online = sum(1 for r in rows if r.get("online"))
     lag = stats.get("lag_ms", {})
+    missed = stats.get("missed") or {}
     return (
         f"{online}/{len(rows)} online · msgs {sum(stats.get('received', {}).values())}"
         f" · malformed {stats.get('malformed_total', 0)}"
         f" · unsupported version {stats.get('unsupported_version_total', 0)}"
         f" · lag p99 {num(lag.get('p99_ms'), '.0f')} ms"
         f" · p90 alert > {p90_alert_ms:g} ms · {'connected' if stats.get('connected') else 'DISCONNECTED'}"
+        + (f" · MISSED: broker dropped {missed['broker_dropped']}" if missed.get("broker_dropped") else "")
+        + (
+            f" · MISSED: {missed['devices_without_status']} without status"
+            if missed.get("devices_without_status")
+            else ""
+        )
     )

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from app.finite import MODEL_CONFIG
 from app.hostroots import HostRoots
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class TensorSpec:
 class RuntimeConfig(BaseModel):
     """Options common to every runtime; each runtime subclasses it with a Literal `type`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = MODEL_CONFIG
     threads: int = Field(default=1, ge=1, le=64, description="CPU threads for inference")
     artifact: str | None = Field(default=None, description="manifest artifact key; default per runtime")
     isolate: bool = Field(

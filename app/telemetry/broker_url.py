@@ -7,15 +7,14 @@ repr, in `str()` or in an error message.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from app.errors import ConfigError
+from app.redact import redact, remember
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +40,21 @@ class BrokerAddress:
         return f"{self.scheme}://{user}{host}:{self.port}"
 
 
-def redact_url(url: str) -> str:
-    """`url` with the password of its user info (if any) replaced by `***`."""
-    return _USERINFO_PASSWORD.sub(r"\1***@", url)
-
-
 def parse_broker_url(url: str, what: str = "broker URL") -> BrokerAddress:
     """Parse `url`; ConfigError naming `what` (e.g. "mqtt.url", "--broker") and the redacted URL otherwise."""
-    shown = redact_url(url)
+    shown = redact(url)
     try:
         parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"{what} {shown!r}: not a URL") from None
+    remember(unquote(parts.password) if parts.password else None)
+    try:
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{what} {shown!r}: {redact_url(str(exc))}") from None
+    except ValueError:  # the error text would show what stood after the ':' (maybe part of a password)
+        raise ConfigError(
+            f"{what} {shown!r}: the port must be a number 1-65535 (percent-encode '/', '#', '?' and '@' "
+            "in a password)"
+        ) from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise ConfigError(f"{what} {shown!r}: expected mqtt://host[:port] or mqtts://host[:port]")
     if port == 0:

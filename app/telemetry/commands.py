@@ -1,9 +1,10 @@
 """Remote commands: `<prefix>/<id>/cmd/<verb>` in, `.../cmd/<verb>/reply` out (and the MQTT 5
-response topic with its correlation data).
+response topic with its correlation data, when it lies under that reply topic).
 
-Every request is checked (size, JSON, schema, model path) and handed to the service's handler
+Every request is checked (size, JSON, schema, model name) and handed to the service's handler
 `(verb, payload) -> dict` on a worker thread, so a slow swap or bench never blocks the MQTT
 network thread. Every failure becomes `{"ok": false, "error": "..."}`, never an exception.
+A retained command never runs: it would run again at every restart.
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from app.errors import LookoutError
+from app.errors import ArtifactError, LookoutError
 from app.telemetry.schemas import SchemaError, command_kind, validate
 from app.telemetry.topics import VERBS, Topics, parse
+from app.zoo import check_model_name
 
 log = logging.getLogger("lookout.telemetry.commands")
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_TOPIC_BYTES = 1024
+RETAINED_REFUSAL = (
+    "retained command ignored: commands must not be retained (a retained command would run again at "
+    "every restart); clear it by publishing an empty retained message to its topic"
+)
 Handler = Callable[[str, dict], dict]
 ReplyFn = Callable[[str, dict, "str | None", "bytes | None"], None]
 
@@ -33,17 +40,26 @@ class CommandError(LookoutError):
     """A command request is invalid (one line, sent back as the reply's error)."""
 
 
-def check_model_path(model: str, models_dir: Path | None) -> None:
-    """A model is a name in the models directory or a path inside it; anything else is refused."""
-    pathlike = "/" in model or "\\" in model or model.startswith(".") or model.startswith("~")
-    if not pathlike:
-        return
-    if models_dir is None:
-        raise CommandError(f"model {model!r}: paths are not accepted (give a model name)")
-    root = Path(models_dir).resolve()
-    target = (root / model).resolve()  # an absolute `model` replaces root here
-    if not target.is_relative_to(root):
-        raise CommandError(f"model {model!r} is outside the models directory {root}")
+def check_model(model: str) -> None:
+    """A command names a model by name only (a folder of the models directory): never a path."""
+    try:
+        check_model_name(model)
+    except ArtifactError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def response_topic_refusal(topics: Topics, verb: str, topic: str) -> str | None:
+    """None when an MQTT 5 Response Topic may carry the reply to a `verb` request, else why not.
+
+    Allowed: the request's own reply topic `<prefix>/<id>/cmd/<verb>/reply` or a topic under it
+    (`.../reply/<anything>`). Anything else (the device's data topics, its command topics, Home Assistant
+    discovery, another device) lies inside what the device may write, so no ACL would stop it."""
+    own = topics.cmd_reply(verb)
+    if not topic or any(c in topic for c in "+#\x00") or len(topic.encode()) > MAX_TOPIC_BYTES:
+        return "not a topic a reply can be published to"
+    if topic != own and not topic.startswith(own + "/"):
+        return f"replies go only to {own} or a topic under it"
+    return None
 
 
 class CommandRouter:
@@ -55,14 +71,12 @@ class CommandRouter:
         handler: Handler | None,
         reply: ReplyFn,
         *,
-        models_dir: Path | None = None,
         queue_size: int = 16,
     ) -> None:
         self.topics = topics
         self.handler = handler
         self.reply = reply
-        self.models_dir = models_dir
-        self._q: queue.Queue[tuple[str, bytes, str | None, bytes | None] | None] = queue.Queue(queue_size)
+        self._q: queue.Queue[_Request | None] = queue.Queue(queue_size)
         self._thread: threading.Thread | None = None
         self.handled = 0
 
@@ -79,34 +93,40 @@ class CommandRouter:
             self._thread.join(timeout_s)
 
     def submit(
-        self, topic: str, payload: bytes, response_topic: str | None, correlation: bytes | None
+        self,
+        topic: str,
+        payload: bytes,
+        response_topic: str | None,
+        correlation: bytes | None,
+        *,
+        retained: bool = False,
     ) -> None:
         """Called on the network thread: cheap checks, then queue for the worker. Never raises."""
         parsed = parse(topic, self.topics.prefix)
         if parsed is None or parsed.kind != "cmd" or parsed.device_id != self.topics.device_id:
             return
         verb = parsed.verb or ""
-        if response_topic is not None and (
-            "+" in response_topic or "#" in response_topic or not response_topic
-        ):
-            response_topic = None  # not a valid topic to publish to
+        refused = None
+        if response_topic is not None:
+            refused = response_topic_refusal(self.topics, verb, response_topic)
+            if refused:
+                log.warning("command %s: response topic %r refused (%s)", verb, response_topic[:200], refused)
+                response_topic = None
+        if retained:
+            log.warning("command %s: %s", topic, RETAINED_REFUSAL)
+        req = _Request(verb, payload, response_topic, correlation, refused, retained)
         if len(payload) > MAX_PAYLOAD_BYTES:
-            self._send(
-                verb,
-                _error(verb, f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"),
-                response_topic,
-                correlation,
-            )
+            msg = f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
+            self._send(req, _error(verb, msg))
             return
         try:
-            self._q.put_nowait((verb, payload, response_topic, correlation))
+            self._q.put_nowait(req)
         except queue.Full:
-            self._send(
-                verb, _error(verb, "busy: too many commands queued; retry later"), response_topic, correlation
-            )
+            self._send(req, _error(verb, "busy: too many commands queued; retry later"))
 
-    def process(self, verb: str, raw: bytes) -> dict[str, Any]:
-        """Check one request and run the handler: the reply dict (ok true or false)."""
+    def process(self, verb: str, raw: bytes, *, retained: bool = False) -> dict[str, Any]:
+        """Check one request and run the handler: the reply dict (ok true or false). A retained
+        request is refused (after reading its id, so the reply can be matched)."""
         req_id = None
         try:
             if len(raw) > MAX_PAYLOAD_BYTES:
@@ -117,14 +137,18 @@ class CommandRouter:
                 payload = json.loads(raw.decode("utf-8")) if raw.strip() else {}
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise CommandError(f"payload is not valid UTF-8 JSON: {exc}") from None
+            except RecursionError:
+                raise CommandError("payload is not valid JSON here: nested too deeply") from None
             if isinstance(payload, dict) and isinstance(payload.get("id"), str):
                 req_id = payload["id"]
+            if retained:
+                raise CommandError(RETAINED_REFUSAL)
             try:
                 validate(command_kind(verb), payload)
             except SchemaError as exc:
                 raise CommandError(str(exc)) from None
             if verb == "swap":
-                check_model_path(payload["model"], self.models_dir)
+                check_model(payload["model"])
             if self.handler is None:
                 raise CommandError("this process does not handle commands")
             args = {k: v for k, v in payload.items() if k != "id"}
@@ -151,20 +175,29 @@ class CommandRouter:
 
     def _work(self) -> None:
         while True:
-            item = self._q.get()
-            if item is None:
+            req = self._q.get()
+            if req is None:
                 return
-            verb, raw, response_topic, correlation = item
-            self._send(verb, self.process(verb, raw), response_topic, correlation)
+            self._send(req, self.process(req.verb, req.payload, retained=req.retained))
             self.handled += 1
 
-    def _send(
-        self, verb: str, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
-    ) -> None:
+    def _send(self, req: _Request, reply: dict[str, Any]) -> None:
+        if req.refused:
+            reply["response_topic_refused"] = req.refused
         try:
-            self.reply(verb, reply, response_topic, correlation)
+            self.reply(req.verb, reply, req.response_topic, req.correlation)
         except Exception:
-            log.exception("cannot send the reply to %s", verb)
+            log.exception("cannot send the reply to %s", req.verb)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    verb: str
+    payload: bytes
+    response_topic: str | None  # None when absent or refused
+    correlation: bytes | None
+    refused: str | None  # why the requested response topic was refused
+    retained: bool
 
 
 def _error(verb: str, message: str) -> dict[str, Any]:

@@ -172,7 +172,13 @@ class Status(Payload):
     reason: str | Absent = Field(default=None, description="why the state is degraded")
     spool_depth: NonNegInt | Absent = Field(default=None, description="messages waiting in the spool")
     spool_dropped: NonNegInt | Absent = Field(
-        default=None, description="messages dropped by the spool's drop policy since the spool was created"
+        default=None,
+        description="messages lost since the spool was created: dropped by its bounds, or not kept "
+        "(e.g. disk full) while the broker was unreachable",
+    )
+    spool_drop_reasons: dict[str, NonNegInt] | Absent = Field(
+        default=None,
+        description="spool_dropped by reason: max_messages, max_age_s, disk full, spool error: ...",
     )
 
     @model_validator(mode="after")
@@ -300,7 +306,14 @@ class Metrics(Payload):
     rss_mb: NonNegFloat | None
     dropped_frames: NonNegInt | None
     spool_depth: NonNegInt
-    spool_dropped: NonNegInt = Field(description="messages dropped by the spool's drop policy")
+    spool_dropped: NonNegInt = Field(
+        description="messages lost: dropped by the spool's bounds, or not kept (e.g. disk full) while the "
+        "broker was unreachable"
+    )
+    spool_drop_reasons: dict[str, NonNegInt] = Field(
+        default_factory=dict,
+        description="spool_dropped by reason: max_messages, max_age_s, disk full, spool error: ...",
+    )
     runtime: str
     model: str
     throttled: Throttling | None = Field(description="Raspberry Pi throttling, null where unknown")
@@ -410,7 +423,9 @@ class SwapCommand(Command):
     topic: ClassVar[str] = "<prefix>/<device_id>/cmd/swap (QoS 1)"
 
     model: str = Field(
-        min_length=1, max_length=256, description="model name in the models directory (or a path inside it)"
+        min_length=1,
+        max_length=256,
+        description="model name: a folder of the device's models directory (letters, digits, '.', '_', '+', '-'); no paths",
     )
     runtime: RuntimeName
 
@@ -486,6 +501,11 @@ class CommandReply(Payload):
     load_s: NonNegFloat | Absent = Field(default=None, description="swap: load and warm-up time, s")
     applied: AppliedConfig | Absent = Field(default=None, description="config: what changed")
     results: NonNegInt | Absent = Field(default=None, description="bench: runtimes measured")
+    response_topic_refused: str | Absent = Field(
+        default=None,
+        min_length=1,
+        description="MQTT 5: why the request's Response Topic was not used (it lies outside this reply topic)",
+    )
 
     @model_validator(mode="after")
     def _error_iff_failed(self) -> CommandReply:
@@ -652,6 +672,7 @@ def metrics(
     spool_dropped: int,
     runtime: str,
     model: str,
+    spool_drop_reasons: Mapping[str, int] | None = None,
 ) -> Metrics:
     """One metrics interval from plain data: rates, stage percentiles, energy summary, health snapshot
     (ContractError when a figure does not fit)."""
@@ -671,6 +692,7 @@ def metrics(
             "dropped_frames": dropped_frames,
             "spool_depth": spool_depth,
             "spool_dropped": spool_dropped,
+            "spool_drop_reasons": dict(spool_drop_reasons or {}),
             "runtime": runtime,
             "model": model,
             "throttled": health.get("throttled"),

@@ -9,6 +9,11 @@ flight while handling the CONNACK; the sender resumes only when the SUBACK of th
 subscription arrives, which is after that, so order holds. After a restart the spool resends.
 Delivery is at-least-once: a consumer may see a duplicate `seq` after a crash, never a silent gap
 unless the spool's drop policy dropped it (counted in `dropped`).
+
+When the spool cannot keep a message (a full disk, a write error), it is handed to paho directly
+while the broker is connected (ahead of any spooled backlog, and not resent after a crash), and
+otherwise dropped and counted with the reason (`dropped_reasons`, e.g. "disk full"). Acknowledged
+messages that cannot be deleted from a full disk are remembered and deleted when there is room.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -27,14 +33,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app import __version__
 from app.config import MqttConfig, SpoolConfig
-from app.errors import ConfigError
-from app.telemetry import contract, discovery
+from app.telemetry import connect, contract, discovery
 from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.commands import CommandRouter
-from app.telemetry.spool import PRIO_HIGH, Spool
+from app.telemetry.spool import PRIO_HIGH, Spool, SpoolError, SpoolWriteError
 from app.telemetry.topics import Topics
 
 log = logging.getLogger("lookout.telemetry")
@@ -54,7 +60,6 @@ class Telemetry:
         state_dir: Path,
         *,
         command_handler: CommandHandler | None = None,
-        models_dir: Path | None = None,
         max_inflight: int = 32,
         reconnect_min_s: float = 0.5,
         client_id: str | None = None,
@@ -65,7 +70,9 @@ class Telemetry:
         addr = parse_broker_url(mqtt_cfg.url, "mqtt.url")
         self.host, self.port, self.tls = addr.host, addr.port, addr.tls
         self.username = mqtt_cfg.username or addr.username
-        self.password = mqtt_cfg.password if mqtt_cfg.password is not None else addr.password
+        self.password = (
+            mqtt_cfg.password.get_secret_value() if mqtt_cfg.password is not None else addr.password
+        )
         self.mqtt5 = mqtt_cfg.protocol == "5"
         self.max_inflight = max_inflight
         self.reconnect_min_s = min(reconnect_min_s, mqtt_cfg.reconnect_max_s)
@@ -76,7 +83,7 @@ class Telemetry:
             spool_cfg.max_age_s,
             spool_cfg.drop_policy,
         )
-        self.commands = CommandRouter(self.topics, command_handler, self._reply, models_dir=models_dir)
+        self.commands = CommandRouter(self.topics, command_handler, self._reply)
         self._status: dict[str, Any] | None = None
         self._client = self._make_client(client_id or f"lookout-{device_id}")
         # sender state: row ids handed to paho and not yet acknowledged; mid -> row id
@@ -85,14 +92,19 @@ class Telemetry:
         self._early: dict[int, Any] = {}  # PUBACKs that beat publish() returning the mid
         self._acks: deque[tuple[int, Any]] = deque()
         self._handed: set[int] = set()
+        self._undeleted: set[int] = set()  # acknowledged, but the spool could not delete them yet
+        self._next_direct = -1  # pseudo row ids (negative) of messages sent without the spool
+        self.spool_error: str | None = None  # why the spool cannot keep messages now, or None
+        self._last_read_log = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._sender_stop = threading.Event()
         self._ready = threading.Event()  # connected, CONNACK (and paho's resend) handled, SUBACK in
         self._ever_connected = False
         self._attempts = 0  # connection attempts since the last successful CONNACK
-        self._counts = {"published": 0, "acked": 0, "rejected": 0, "connects": 0}
+        self._counts = {"published": 0, "acked": 0, "rejected": 0, "connects": 0, "unspooled": 0}
         self.last_error: str | None = None
+        self._warned: str | None = None  # the connection error last logged as a warning
         self._threads: list[threading.Thread] = []
         self._cmd_sub_mid = -1
         self._stopped = False
@@ -115,7 +127,7 @@ class Telemetry:
         self._stopped = True
         self.publish_status(state=final_state)
         deadline = time.monotonic() + timeout_s
-        while self.spool.depth > 0 and time.monotonic() < deadline:
+        while self.spool.depth - len(self._undeleted) > 0 and time.monotonic() < deadline:
             if not self._ready.is_set() and self._attempts >= 2:
                 break  # the broker is unreachable (an attempt failed): keep the rest for next start
             self._wake.set()
@@ -147,11 +159,12 @@ class Telemetry:
         status["started_at"] = self.started_at
         status["spool_depth"] = self.spool.depth
         status["spool_dropped"] = self.spool.dropped
+        status["spool_drop_reasons"] = self.spool.drop_reasons
         status["ts"] = time.time()
         body = contract.build("status", status)
         self._status = status
-        self.spool.put(self.topics.status, body.to_json(), 1, True, prio=PRIO_HIGH, replace=True)
-        self._wake.set()
+        data = body.to_json()
+        self._keep(lambda: self.spool.put(self.topics.status, data, 1, True, prio=PRIO_HIGH, replace=True))
 
     def publish_detections(self, fields: dict[str, Any]) -> int:
         """QoS 1. Allocates the persisted, gap-free `seq` (returned); fills ts when absent."""
@@ -162,35 +175,52 @@ class Telemetry:
         def make(seq: int) -> bytes:
             return body.model_copy(update={"seq": seq}).to_json()
 
-        _, seq = self.spool.put_seq(self.topics.detections, make, 1, False)
+        try:
+            _, seq = self.spool.put_seq(self.topics.detections, make, 1, False)
+        except SpoolWriteError as exc:
+            self._not_kept(exc)
+            seq = exc.seq
+        else:
+            self._spool_ok()
         self._wake.set()
         return seq
 
     def publish_metrics(self, payload: contract.Metrics | dict[str, Any]) -> None:
-        """QoS 1. A dict gets ts, spool_depth and spool_dropped filled when absent."""
+        """QoS 1. A dict gets ts, spool_depth, spool_dropped and spool_drop_reasons filled when absent."""
         if not isinstance(payload, contract.Metrics):
-            filled = {"ts": time.time(), "spool_depth": self.spool.depth, "spool_dropped": self.spool.dropped}
+            filled = {
+                "ts": time.time(),
+                "spool_depth": self.spool.depth,
+                "spool_dropped": self.spool.dropped,
+                "spool_drop_reasons": self.spool.drop_reasons,
+            }
             payload = contract.build("metrics", {**filled, **payload})
-        self.spool.put(self.topics.metrics, payload.to_json(), 1, False)
-        self._wake.set()
+        data = payload.to_json()
+        self._keep(lambda: self.spool.put(self.topics.metrics, data, 1, False))
 
     def publish_bench(self, payload: dict[str, Any]) -> None:
         """Retained, QoS 1: the `lookout bench` JSON (fills ts when absent)."""
-        body = contract.build("bench", {"ts": time.time(), **payload})
-        self.spool.put(self.topics.bench, body.to_json(), 1, True, replace=True)
-        self._wake.set()
+        data = contract.build("bench", {"ts": time.time(), **payload}).to_json()
+        self._keep(lambda: self.spool.put(self.topics.bench, data, 1, True, replace=True))
 
     def stats(self) -> dict[str, Any]:
         """published (handed to paho), acked, rejected (PUBACK with an error code), spool_depth,
-        dropped (by the spool's drop policy, persisted), connected, last_seq, last_error."""
+        dropped (lost: by the spool's bounds, or not kept and not sent; persisted) and dropped_reasons,
+        unspooled (sent directly because the spool could not keep them), spool_error (why it cannot
+        now, or null), connected, last_seq, last_error."""
+        with self._map_lock:
+            counts = dict(self._counts)
         return {
-            "published": self._counts["published"],
-            "acked": self._counts["acked"],
-            "rejected": self._counts["rejected"],
+            "published": counts["published"],
+            "acked": counts["acked"],
+            "rejected": counts["rejected"],
             "spool_depth": self.spool.depth,
             "dropped": self.spool.dropped,
+            "dropped_reasons": self.spool.drop_reasons,
+            "unspooled": counts["unspooled"],
+            "spool_error": self.spool_error,
             "connected": self._ready.is_set(),
-            "connects": self._counts["connects"],
+            "connects": counts["connects"],
             "last_seq": self.spool.last_seq,
             "last_error": self.last_error,
         }
@@ -206,37 +236,79 @@ class Telemetry:
     def _reply(
         self, verb: str, reply: dict[str, Any], response_topic: str | None, correlation: bytes | None
     ) -> None:
+        """The reply on `<prefix>/<id>/cmd/<verb>/reply`, and with MQTT 5 on the request's response topic
+        (already checked to lie under that reply topic) with its correlation data; once when they are equal."""
         try:
             data = contract.build("cmd_reply", reply).to_json()
         except contract.ContractError as exc:  # the router checked it; a reply is never lost
             log.error("reply to %s does not fit the contract: %s", verb, exc)
             data = contract.CommandReply(ok=False, verb=verb, ts=time.time(), error=str(exc)).to_json()
-        self.spool.put(self.topics.cmd_reply(verb), data, 1, False, prio=PRIO_HIGH)
+        own = self.topics.cmd_reply(verb)
+        if not (self.mqtt5 and response_topic == own):
+            self._keep(lambda: self.spool.put(own, data, 1, False, prio=PRIO_HIGH))
         if response_topic and self.mqtt5:
-            self.spool.put(response_topic, data, 1, False, prio=PRIO_HIGH, correlation=correlation)
+            self._keep(
+                lambda: self.spool.put(
+                    response_topic, data, 1, False, prio=PRIO_HIGH, correlation=correlation
+                )
+            )
+
+    # --- when the spool cannot keep a message ------------------------------------------------------
+    def _keep(self, put: Callable[[], object]) -> None:
+        """Spool a message (`put` does); when the spool cannot keep it, send it now or count it lost."""
+        try:
+            put()
+        except SpoolWriteError as exc:
+            self._not_kept(exc)
+        else:
+            self._spool_ok()
         self._wake.set()
+
+    def _not_kept(self, exc: SpoolWriteError) -> None:
+        if self.spool_error != exc.reason:
+            self.spool_error = exc.reason
+            log.warning(
+                "spool cannot keep messages (%s): sending them directly while the broker is connected, "
+                "dropping and counting them otherwise",
+                exc.reason,
+            )
+        # connected (the CONNACK is in, e.g. the status republished by _on_connect): paho sends it now
+        if not (self._client.is_connected() and self._publish_direct(exc)):
+            self.spool.note_dropped(exc.reason)
+
+    def _spool_ok(self) -> None:
+        if self.spool_error is not None:
+            log.warning("spool keeps messages again (after: %s)", self.spool_error)
+            self.spool_error = None
+
+    def _publish_direct(self, exc: SpoolWriteError) -> bool:
+        """Hand a message the spool could not keep to paho; its PUBACK is counted like any other."""
+        try:
+            info = self._client.publish(
+                exc.topic, exc.payload, exc.qos, exc.retain, _props(exc.correlation, self.mqtt5)
+            )
+        except ValueError as err:  # e.g. a wildcard in a response topic: undeliverable
+            log.warning("unpublishable message on %r: %s", exc.topic, err)
+            return False
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            return False
+        with self._map_lock:
+            row, self._next_direct = self._next_direct, self._next_direct - 1
+            self._counts["published"] += 1
+            self._counts["unspooled"] += 1
+            early = self._early.pop(info.mid, None)
+            if early is not None:
+                self._acks.append((row, early))
+            else:
+                self._mid_to_row[info.mid] = row
+        return True
 
     # --- paho client -------------------------------------------------------------------------------
     def _make_client(self, client_id: str) -> mqtt.Client:
         proto = MQTTProtocolVersion.MQTTv5 if self.mqtt5 else MQTTProtocolVersion.MQTTv311
         kwargs: dict[str, Any] = {} if self.mqtt5 else {"clean_session": True}
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
-        if self.username:
-            c.username_pw_set(self.username, self.password)
-        if self.tls:
-            t = self.cfg.tls
-            for name, p in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
-                if p is not None and not Path(p).is_file():
-                    raise ConfigError(f"mqtt.tls.{name} {p} not found")
-            if (t.cert_file is None) != (t.key_file is None):
-                raise ConfigError("mqtt.tls: cert_file and key_file must be given together")
-            c.tls_set(
-                ca_certs=str(t.ca_file) if t.ca_file else None,
-                certfile=str(t.cert_file) if t.cert_file else None,
-                keyfile=str(t.key_file) if t.key_file else None,
-            )
-            if t.insecure:
-                c.tls_insecure_set(True)
+        connect.configure(c, self.tls, self.cfg.tls, self.username, self.password)
         c.will_set(self.topics.status, WILL_PAYLOAD, qos=1, retain=True)
         c.max_inflight_messages_set(self.max_inflight)
         c.on_connect = self._on_connect
@@ -255,13 +327,20 @@ class Telemetry:
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.warning("mqtt %s:%s %s", self.host, self.port, self.last_error)
+            self._connect_error(connect.describe_refusal(reason, self.username))
             return
+        self._warned = None
         self._ever_connected = True
         self._attempts = 0
-        self._counts["connects"] += 1
-        self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
+        with self._map_lock:
+            self._counts["connects"] += 1
+        # Retained commands never run: with MQTT 5 the broker is asked not to send them (Retain Handling 2);
+        # with 3.1.1 it sends them flagged as retained and the router refuses them.
+        if self.mqtt5:
+            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, options=opts)[1]
+        else:
+            self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
         if self.cfg.homeassistant:
             client.subscribe(discovery.HA_STATUS_TOPIC, qos=1)
             self._publish_discovery()
@@ -283,8 +362,18 @@ class Telemetry:
             log.info("mqtt %s:%s %s", self.host, self.port, self.last_error)
 
     def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
-        self.last_error = f"cannot connect to {self.host}:{self.port}"
-        log.info("mqtt %s", self.last_error)
+        # paho calls this inside its `except OSError:` around the connect: the exception is still current
+        why = connect.describe_error(sys.exc_info()[1], self.host)
+        self._connect_error(f"cannot connect to {self.host}:{self.port}: {why}")
+
+    def _connect_error(self, why: str) -> None:
+        """Remember why connecting failed; a new reason is a warning (seen without -v), a repeat is not."""
+        self.last_error = why
+        if why != self._warned:
+            self._warned = why
+            log.warning("mqtt: %s (retrying with backoff)", why)
+        else:
+            log.debug("mqtt: %s", why)
 
     def _on_pre_connect(self, _c: mqtt.Client, _ud: Any) -> None:
         # paho's backoff doubles from reconnect_min_s to reconnect_max_s without jitter; add up to half
@@ -314,14 +403,16 @@ class Telemetry:
             props = getattr(msg, "properties", None)
             response_topic = getattr(props, "ResponseTopic", None) if props else None
             correlation = getattr(props, "CorrelationData", None) if props else None
-            self.commands.submit(msg.topic, msg.payload, response_topic, correlation)
+            self.commands.submit(
+                msg.topic, msg.payload, response_topic, correlation, retained=bool(msg.retain)
+            )
         except Exception:  # never let a message kill the network thread
             log.exception("handling message on %s", msg.topic)
 
     def _publish_discovery(self) -> None:
         for topic, cfg in discovery.configs(self.topics, __version__).items():
-            self.spool.put(topic, _dumps(cfg), 1, True, prio=PRIO_HIGH, replace=True)
-        self._wake.set()
+            data = _dumps(cfg)
+            self._keep(lambda t=topic, d=data: self.spool.put(t, d, 1, True, prio=PRIO_HIGH, replace=True))
 
     # --- threads -------------------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -335,29 +426,42 @@ class Telemetry:
             now = time.monotonic()
             if now - last_purge > 5.0:
                 last_purge = now
-                if self.spool.purge_expired():
-                    log.warning("spool: dropped messages older than %.0f s", self.spool.max_age_s)
+                try:
+                    if self.spool.purge_expired():
+                        log.warning("spool: dropped messages older than %.0f s", self.spool.max_age_s)
+                except SpoolError as exc:
+                    log.debug("spool purge: %s", exc)
+            if self._undeleted:
+                self._delete_acked([])
             if self._ready.is_set() and len(self._handed) < self.max_inflight:
-                self._hand_over()
+                try:
+                    self._hand_over()
+                except SpoolError as exc:  # e.g. the file was damaged under us: keep the thread alive
+                    self._log_spool_read(exc)
+
+    def _log_spool_read(self, exc: SpoolError) -> None:
+        now = time.monotonic()
+        if now - self._last_read_log > 60:
+            self._last_read_log = now
+            log.error("cannot read the spool: %s", exc)
 
     def _hand_over(self) -> None:
-        for row in self.spool.pending(self.max_inflight - len(self._handed), exclude=self._handed):
-            props = None
-            if row.correlation is not None and self.mqtt5:
-                props = Properties(PacketTypes.PUBLISH)
-                props.CorrelationData = row.correlation
+        skip = self._handed | self._undeleted
+        for row in self.spool.pending(self.max_inflight - len(self._handed), exclude=skip):
             try:
-                info = self._client.publish(row.topic, row.payload, row.qos, row.retain, props)
+                info = self._client.publish(
+                    row.topic, row.payload, row.qos, row.retain, _props(row.correlation, self.mqtt5)
+                )
             except ValueError as exc:  # e.g. a wildcard in a response topic: undeliverable
                 log.warning("dropping unpublishable message on %r: %s", row.topic, exc)
-                self.spool.ack(row.id)
+                self._delete_acked([row.id])
                 continue
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 log.info("paho refused a publish (%s); retrying later", info.rc)
                 return
-            self._counts["published"] += 1
             self._handed.add(row.id)
             with self._map_lock:
+                self._counts["published"] += 1
                 early = self._early.pop(info.mid, None)
                 if early is not None:
                     self._acks.append((row.id, early))
@@ -376,12 +480,32 @@ class Telemetry:
                 if getattr(reason, "is_failure", False):
                     self._counts["rejected"] += 1
                     log.warning("broker rejected message %d: %s", row, reason)
-        if done:
-            self._handed.difference_update(done)
             self._counts["acked"] += len(done)
-            self.spool.ack_many(done)
+        spooled = [row for row in done if row > 0]  # negative: sent directly, not in the spool
+        if spooled:
+            self._handed.difference_update(spooled)
+            self._delete_acked(spooled)
             if self.spool.depth:
                 self._wake.set()
+
+    def _delete_acked(self, rows: list[int]) -> None:
+        """Delete acknowledged rows (and any left over); on a full disk remember them for later."""
+        todo = [*rows, *self._undeleted]
+        try:
+            self.spool.ack_many(todo)
+        except SpoolWriteError:
+            self._undeleted.update(rows)  # not sent again; deleted once there is room
+        else:
+            self._undeleted.clear()
+
+
+def _props(correlation: bytes | None, mqtt5: bool) -> Properties | None:
+    """PUBLISH properties carrying a request's correlation data (MQTT 5 only)."""
+    if correlation is None or not mqtt5:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    props.CorrelationData = correlation
+    return props
 
 
 def _dumps(obj: Any) -> bytes:

@@ -26,8 +26,9 @@ def check_device_id(device_id: str) -> str:
     return device_id
 
 
-def _check_prefix(prefix: str) -> str:
-    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+def check_prefix(prefix: str) -> str:
+    """Return prefix if it is usable as the first topic levels, else raise ConfigError."""
+    if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/") or prefix.endswith("/"):
         raise ConfigError(
             f"topic prefix {prefix!r} must be non-empty, without '+', '#' or a leading/trailing '/'"
         )
@@ -43,7 +44,7 @@ class Topics:
 
     def __post_init__(self) -> None:
         check_device_id(self.device_id)
-        _check_prefix(self.prefix)
+        check_prefix(self.prefix)
 
     @property
     def base(self) -> str:
@@ -89,7 +90,7 @@ def wildcard(kind: str, prefix: str = DEFAULT_PREFIX, share_group: str | None = 
 
     With `share_group`, an MQTT 5 shared subscription (`$share/<group>/...`) so monitors split the load.
     """
-    _check_prefix(prefix)
+    check_prefix(prefix)
     tails = {k: k for k in KINDS} | {"cmd": "cmd/+", "cmd_reply": "cmd/+/reply", "all": "#"}
     if kind not in tails:
         raise ValueError(f"unknown topic kind {kind!r}; expected one of {sorted(tails)}")

@@ -6,7 +6,8 @@ backoff (``ReconnectConfig.initial_s`` doubling up to ``max_s``, with jitter; ev
 as soon as ``stop`` is set) and reports ``on_state("online", "")`` when frames flow again.
 ``failures`` counts failed reads and failed re-open attempts; ``reconnects`` counts successful
 re-opens after a loss. ``read`` returns None only at a real end (file or folder exhausted with
-``loop=false``) or when ``stop`` is set. Use one reader thread; ``close`` may come from another.
+``loop=false``, or a video file deleted with ``loop=false`` once its open handle is read to the end) or
+when ``stop`` is set. Use one reader thread; ``close`` may come from another.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import cv2
 import numpy as np
@@ -88,8 +90,11 @@ class FrameSource:
             if not self._open_ok:
                 if not self._backoff(stop):
                     return None
-                if not self._try_open():
-                    continue
+                try:
+                    if not self._try_open():
+                        continue
+                except EndOfStream:
+                    return None
             try:
                 with self._lock:
                     if self._closed.is_set():
@@ -213,7 +218,7 @@ class OpenCVFrameSource(FrameSource):
         if self.kind == "file":
             path = Path(str(self.target))
             if not path.is_file():
-                raise Lost(f"video file {path} is missing")
+                self._gone(path)
             self._size_at_open = path.stat().st_size
             cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         elif self.kind == "device":
@@ -252,6 +257,14 @@ class OpenCVFrameSource(FrameSource):
             self._cap.release()
             self._cap = None
 
+    def _gone(self, path: Path) -> NoReturn:
+        """The video file is not there: the end without `loop` (it is not coming back by itself), else a
+        loss that waits for it."""
+        if not self.cfg.loop:
+            log.warning("source %s: video file %s is gone; ending (loop = false)", self.description, path)
+            raise EndOfStream
+        raise Lost(f"video file {path} is missing (loop = true: waiting for it to come back)")
+
     def _truncated(self) -> bool:
         """A failed read is a loss, not the end, if the file changed under us or (in containers whose
         index gives an exact frame count) frames the index promises could not be decoded."""
@@ -270,6 +283,8 @@ class OpenCVFrameSource(FrameSource):
         if not ok:
             if self.kind != "file":
                 raise Lost(f"{self.kind} {self.cfg.uri}: read failed")
+            if not Path(str(self.target)).exists():  # deleted under the open capture, read to its end
+                self._gone(Path(str(self.target)))
             if self._truncated():
                 raise Lost(
                     f"video file {self.target}: decode failed at frame {self._pos} of {self._frame_count}"

@@ -86,7 +86,7 @@ def test_wrong_or_unusable_credentials_are_one_line_errors_without_the_password(
     cases = [
         (
             ["--broker", f"mqtt://monitor@{host}", "--password-file", str(wrong)],
-            "refused the connection: Not authorized",
+            "refused the credentials of user 'monitor' (Not authorized)",
         ),
         (["--broker", f"mqtt://monitor@{host}", "--password-file", str(empty)], "first line is empty"),
         (["--broker", f"mqtt://monitor@{host}", "--password-file", str(tmp_path / "none")], "cannot read it"),

@@ -250,6 +250,13 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def make_ca(d: Path, cn: str) -> Path:
+    """A self-signed CA in d (ca.key, ca.crt), valid two days; returns ca.crt."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "2", "-subj", f"/CN={cn}", cwd=d)  # fmt: skip
+    return d / "ca.crt"
+
+
 def _make_cert(d: Path, name: str, subj: str, san: str | None) -> tuple[Path, Path]:
     key, csr, crt = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.crt"
     _openssl(
@@ -296,8 +303,7 @@ def secure_broker() -> Iterator[SecureBroker]:
     d = Path(tempfile.mkdtemp(prefix="lookout-tls-"))
     os.chmod(d, 0o755)
     try:
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-                 "-days", "2", "-subj", "/CN=Lookout Test CA", cwd=d)  # fmt: skip
+        make_ca(d, "Lookout Test CA")
         server_crt, server_key = _make_cert(d, "server", "/CN=127.0.0.1", "IP:127.0.0.1,DNS:localhost")
         clients = {u: _make_cert(d, u, f"/CN={u}", None) for u in ("cam-1", "cam-2", "monitor")}
         passwords = {"cam-1": "pw-cam-1", "cam-2": "pw-cam-2", "monitor": "pw-monitor"}

@@ -130,14 +130,14 @@ def test_seq_continues_across_restarts(
 def test_mqtt5_response_topic_and_correlation(
     broker: Broker, collect: Callable[..., Collector], telemetry: Callable
 ) -> None:
-    sub = collect(broker, ["replies/me", "lookout/+/cmd/+/reply"])
+    sub = collect(broker, ["lookout/+/cmd/+/reply/#"])
     t = telemetry(broker.url, command_handler=Service())
     assert t.wait_connected(10)
     props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "replies/me"
+    props.ResponseTopic = t.topics.cmd_reply("swap") + "/me"  # under the reply topic (docs/mqtt.md)
     props.CorrelationData = b"\x00corr-7"
     sub.publish(t.topics.cmd("swap"), json.dumps({"model": "blazeface-short", "runtime": "tflite"}), props)
-    direct = sub.wait_for("replies/me")[0]
+    direct = sub.wait_for("/reply/me")[0]
     assert direct.properties.CorrelationData == b"\x00corr-7" and direct.json()["ok"] is True
     assert sub.wait_for("/cmd/swap/reply")[0].json() == direct.json()
 
@@ -147,7 +147,7 @@ def test_bad_commands_get_error_replies_and_the_client_keeps_going(
 ) -> None:
     sub = collect(broker, ["lookout/#"])
     svc = Service()
-    t = telemetry(broker.url, command_handler=svc, models_dir=models_dir)
+    t = telemetry(broker.url, command_handler=svc)
     assert t.wait_connected(10)
     bad = [
         ("swap", b"{oops"),

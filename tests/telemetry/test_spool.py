@@ -76,7 +76,7 @@ def test_bad_settings_and_unwritable_path(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="drop_policy"):
         Spool(tmp_path / "s.db", drop_policy="drop_random")  # type: ignore[arg-type]
     (tmp_path / "file").write_text("x")
-    with pytest.raises(SpoolError, match="spool"):
+    with pytest.raises(SpoolError, match="file is not a directory"):
         Spool(tmp_path / "file" / "s.db")
 
 

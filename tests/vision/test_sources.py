@@ -243,3 +243,60 @@ def test_picamera2_missing_is_a_one_line_error() -> None:
         pytest.skip("picamera2 is installed here")
     with pytest.raises(SourceError, match="picamera2 not installed"):
         open_source(Picamera2Source(), FAST)
+
+
+# --- #15 item 13: a file deleted mid-run -----------------------------------------------------------
+def test_file_deleted_mid_run_without_loop_ends_after_its_last_frame(tmp_path: Path) -> None:
+    """The open capture still reads the deleted file to its end; then the source ends (loop = false)
+    instead of waiting, degraded, for a file that will not come back."""
+    path = write_video(tmp_path / "v.mp4", 40)
+    rec = Recorder()
+    src = open_source(OpenCVSource(uri=str(path), loop=False), FAST, on_state=rec)
+    stop = threading.Event()
+    assert src.read(stop) is not None
+    path.unlink()
+    reader = Reader(src, stop)
+    reader.start()
+    reader.join(WAIT)
+    still_running = reader.is_alive()
+    stop.set()
+    reader.join(WAIT)
+    assert not still_running, f"the source waits for the deleted file: {rec.states}"
+    assert reader.frames == 39 and not rec.states  # every frame, and never degraded
+    src.close()
+
+
+def test_file_deleted_while_degraded_without_loop_ends(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "v.mp4", 90)
+    rec = Recorder()
+    src = open_source(OpenCVSource(uri=str(path), loop=False), FAST, on_state=rec)
+    stop = threading.Event()
+    assert src.read(stop) is not None
+    with open(path, "r+b") as fh:  # a broken file first: degraded, waiting for it to be whole again
+        fh.truncate(path.stat().st_size // 3)
+    reader = Reader(src, stop)
+    reader.start()
+    assert rec.degraded.wait(WAIT)
+    path.unlink()  # now it is gone
+    reader.join(WAIT)
+    still_running = reader.is_alive()
+    stop.set()
+    reader.join(WAIT)
+    assert not still_running, f"the source waits for the deleted file: {rec.states}"
+    src.close()
+
+
+def test_file_deleted_with_loop_waits_and_says_so(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "v.mp4", 20)
+    rec = Recorder()
+    src = open_source(OpenCVSource(uri=str(path), loop=True), FAST, on_state=rec)
+    stop = threading.Event()
+    assert src.read(stop) is not None
+    path.unlink()
+    reader = Reader(src, stop)
+    reader.start()
+    assert rec.degraded.wait(WAIT)
+    stop.set()
+    reader.join(WAIT)
+    assert not reader.is_alive()
+    assert "missing" in rec.states[0][1] and "loop" in rec.states[0][1], rec.states

@@ -1,0 +1,93 @@
+"""Config files that are not what they should be, and `config check` catching all `run` would (#15 item 11).
+
+Each case runs the real CLI: a one-line error naming the file and what is wrong, exit 2, no traceback;
+and `config check` rejects every config `run` rejects before it starts the pipeline (the rules live in
+the config model, so both ask the same owner).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def _cli(lookout_cmd: list[str], env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*lookout_cmd, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (bytes(range(256)) * 3, ("not UTF-8 text",)),
+        ('model = "blazeface-short"\n'.encode("utf-16"), ("UTF-16",)),
+        ('model = "blazeface-short"\n'.encode("utf-16-be"), ("not UTF-8 text",)),
+        (b"\x00\x00\x00model = 1", ("not UTF-8 text",)),
+        (b'model = "a\x00b"\n', ("not UTF-8 text",)),
+        (b'model = "\xff\xfe\x80"\n', ("not UTF-8 text", "0xff")),
+        (b'model = "x\n', ("not valid TOML",)),
+        (b"a = " + b"[" * 50000, ("nested too deeply",)),
+    ],
+)
+def test_binary_or_utf16_config_is_a_one_line_error(
+    lookout_cmd, clean_env, tmp_path: Path, content: bytes, words: tuple[str, ...]
+) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_bytes(content)
+    for verb in (["config", "check"], ["config", "show"], ["run", "--no-mqtt"]):
+        _one_line_error(_cli(lookout_cmd, clean_env, *verb, "--config", str(cfg)), str(cfg), *words)
+
+
+def test_config_path_that_is_a_directory_says_so(lookout_cmd, clean_env, tmp_path: Path) -> None:
+    line = _one_line_error(_cli(lookout_cmd, clean_env, "config", "check", "--config", str(tmp_path)))
+    assert "is a directory" in line and "not found" not in line
+    env = dict(clean_env, LOOKOUT_CONFIG=str(tmp_path))
+    assert "is a directory" in _one_line_error(_cli(lookout_cmd, env, "config", "check"))
+
+
+def test_unreadable_config_says_why(lookout_cmd, clean_env, tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "x"\n')
+    cfg.chmod(0)
+    _one_line_error(_cli(lookout_cmd, clean_env, "config", "check", "--config", str(cfg)), "ermission denied")
+
+
+RUN_REJECTS = [
+    ('[mqtt]\nurl = "mqtt://127.0.0.1:99999"\n', "mqtt.url"),
+    ('[mqtt]\nurl = "mqtt://127.0.0.1:0"\n', "mqtt.url"),
+    ('[mqtt]\nurl = "http://x"\n', "mqtt.url"),
+    ('[mqtt]\nurl = "x"\n', "mqtt.url"),
+    ('[mqtt]\nurl = "mqtt://127.0.0.1:port"\n', "mqtt.url"),
+    ('[mqtt]\ntopic_prefix = "#"\n', "mqtt.topic_prefix"),
+    ('[mqtt]\ntopic_prefix = "a/+/b"\n', "mqtt.topic_prefix"),
+    ('[mqtt]\ntopic_prefix = "/lookout"\n', "mqtt.topic_prefix"),
+    ('[mqtt]\ntopic_prefix = ""\n', "mqtt.topic_prefix"),
+    ('[mqtt]\nurl = "mqtts://127.0.0.1:1"\n[mqtt.tls]\ncert_file = "/etc/hostname"\n', "mqtt.tls"),
+    ('device_id = "a/b"\n', "device_id"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), RUN_REJECTS)
+def test_config_check_catches_what_run_rejects(
+    lookout_cmd, clean_env, tmp_path: Path, text: str, key: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n[source]\ntype = "synthetic"\n' + text)
+    check = _one_line_error(_cli(lookout_cmd, clean_env, "config", "check", "--config", str(cfg)), key)
+    run = _one_line_error(_cli(lookout_cmd, clean_env, "run", "--config", str(cfg), "--max-frames", "1"), key)
+    assert check.split(" key ", 1)[1] == run.split(" key ", 1)[1]  # the same owner, the same words
