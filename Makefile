@@ -10,12 +10,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a real browser and a real PostgreSQL for the fleet web pages and the shared fleet history.
 APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck chromium fonts-dejavu-core postgresql
 
-.PHONY: demo test venv system-deps models schemas lint pytest bench clean arm64-check arm64-deps
+.PHONY: demo test venv convert system-deps models schemas lint pytest bench clean arm64-check arm64-deps
 
 demo: venv models
 	$(BIN)/lookout sim --devices 3 --duration 60
 
-test: venv system-deps models lint pytest
+test: venv convert system-deps models lint pytest
 
 venv: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -e '.[desktop,dev]'
+	@touch $@
+
+# The build-time converters (`models add --from-torch`), so that CI exercises them; never on a device.
+convert: $(VENV)/.convert
+
+$(VENV)/.convert: $(STAMP)
+	$(PIP) -e '.[desktop,dev,convert]'
 	@touch $@
 
 system-deps:

@@ -1,4 +1,5 @@
-"""The typed result of a decoder: one detected object in source-frame pixels; IoU of boxes."""
+"""The typed result of a decoder: one detected object in source-frame pixels, optionally with
+keypoints; IoU of boxes."""
 
 from __future__ import annotations
 
@@ -9,19 +10,43 @@ import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
+class Keypoint:
+    """One body landmark in source-frame pixels; `name` comes from the manifest's `keypoints` list."""
+
+    name: str
+    x: float
+    y: float
+    score: float
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "x": round(float(self.x), 1),
+            "y": round(float(self.y), 1),
+            "score": round(float(self.score), 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Detection:
-    """One detection. `box` is (x0, y0, x1, y1) in source-frame pixels, x0 < x1, y0 < y1."""
+    """One detection. `box` is (x0, y0, x1, y1) in source-frame pixels, x0 < x1, y0 < y1.
+
+    `keypoints` is set by pose-capable decoders (MoveNet, the person detector) and None otherwise."""
 
     label: str
     score: float
     box: tuple[float, float, float, float]
+    keypoints: tuple[Keypoint, ...] | None = None
 
     def to_json(self) -> dict:
-        return {
+        out: dict = {
             "label": self.label,
             "score": round(float(self.score), 4),
             "box": [round(float(v), 1) for v in self.box],
         }
+        if self.keypoints is not None:
+            out["keypoints"] = [k.to_json() for k in self.keypoints]
+        return out
 
 
 def iou_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

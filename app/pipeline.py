@@ -49,6 +49,7 @@ class Job:
     t_capture0: int
     t_capture1: int
     t_pre1: int
+    source: str = ""
     t_infer0: int = 0
     t_infer1: int = 0
     outputs: list[np.ndarray] = field(default_factory=list)
@@ -80,6 +81,7 @@ class FrameResult:
     runtime: str
     detections: list[Detection]
     latency_ms: dict[str, float]
+    source: str = ""  # image file name for an image folder, the URI otherwise
 
 
 class Pipeline:
@@ -226,8 +228,9 @@ class Pipeline:
                     self._record_error("preprocess", exc)
                     continue
                 t2 = time.perf_counter_ns()
+                name = getattr(self.source, "frame_source", "")
                 act.wait()  # a full channel waits for inference, which has its own activity
-                self._to_infer.put(Job(index, ts, engine, tensor, transform, t0, t1, t2))
+                self._to_infer.put(Job(index, ts, engine, tensor, transform, t0, t1, t2, name))
                 index += 1
         except Exception as exc:
             self._record_error("capture", exc)
@@ -290,7 +293,13 @@ class Pipeline:
                 }
                 latency_ms = {k: round(v / 1e6, 3) for k, v in durations.items()}
                 result = FrameResult(
-                    job.index, job.ts, job.engine.model, job.engine.runtime, detections, latency_ms
+                    job.index,
+                    job.ts,
+                    job.engine.model,
+                    job.engine.runtime,
+                    detections,
+                    latency_ms,
+                    job.source,
                 )
                 act.enter("publish", t6)
                 try:

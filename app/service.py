@@ -42,6 +42,7 @@ class ServiceOptions:
     """Run-time options that are not part of the config file."""
 
     report_path: Path | None = None
+    output: str | None = None  # JSON Lines of every processed frame ("-" = stdout)
     mqtt: bool = True
     install_signal_handlers: bool = True
 
@@ -69,6 +70,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self.controller: Controller | None = None
         self.detections_published = 0
+        self.results: Any = None  # app.results_jsonl.JsonlWriter when --output is given
         self._stop = threading.Event()
 
     def request_stop(self, *_: object) -> None:
@@ -88,6 +90,10 @@ class Service:
             signal.signal(signal.SIGINT, self.request_stop)
 
         engine = engine_for(cfg, self.roots, cfg.pipeline.score_threshold)
+        if self.options.output:
+            from app.results_jsonl import JsonlWriter
+
+            self.results = JsonlWriter(self.options.output)
         source = open_source(cfg.source, cfg.reconnect, on_state=self.status.on_source_state)
         measured = DeviceMeasurements(STAGES, cfg.meter, self.roots)
         watchdog = sdnotify.Watchdog()
@@ -130,6 +136,8 @@ class Service:
             pipeline.join(timeout=30)
             source.close()
             measured.stop()
+            if self.results is not None:
+                self.results.close()
         report = build_report(
             device_id=cfg.device_id,
             pipeline=pipeline,
@@ -200,6 +208,8 @@ class Service:
 
     def _sink(self, result: FrameResult) -> None:
         """One call per processed frame, on the pipeline's post thread."""
+        if self.results is not None:
+            self.results.write(result)
         settings = self.controller.settings if self.controller else None
         if self.telemetry is None or (not result.detections and not (settings and settings.publish_empty)):
             return

@@ -27,10 +27,10 @@ from pydantic import (
 
 from app.errors import ArtifactError
 from app.finite import MODEL_CONFIG
+from app.runtimes.filecheck import EDGETPU_CUSTOM_OP
 from app.tomlwrite import toml_key, toml_value
 
 MANIFEST = "model.toml"
-EDGETPU_MARKER = b"edgetpu-custom-op"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,11 @@ class Manifest(_Strict):
     """A parsed model.toml; `dir` is the folder it was loaded from."""
 
     name: str
-    task: Literal["detection", "classification"]
+    task: Literal["detection", "classification", "pose"]
     decoder: str = Field(description="a decoder registered in the entry-point group lookout.decoders")
     labels: list[str]
     outputs: list[str] = Field(default_factory=list)
+    keypoints: list[str] = Field(default_factory=list)  # names of the decoder's keypoints, in order
     input: InputSpec
     decoder_options: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
@@ -260,7 +261,8 @@ def _table(header: str, data: dict[str, Any]) -> list[str]:
 def dumps_manifest(manifest: Manifest) -> str:
     """The manifest as TOML in the documented layout (top-level keys, then tables)."""
     d = manifest.model_dump()
-    lines = [f"{k} = {toml_value(d[k])}" for k in ("name", "task", "decoder", "labels", "outputs")]
+    keys = ["name", "task", "decoder", "labels", "outputs"] + (["keypoints"] if d["keypoints"] else [])
+    lines = [f"{k} = {toml_value(d[k])}" for k in keys]
     lines.append("")
     lines += _table("input", d["input"])
     lines += _table("decoder_options", d["decoder_options"])
@@ -293,9 +295,9 @@ def import_edgetpu(manifest: Manifest, file: Path) -> Artifact:
     if not file.is_file():
         raise ArtifactError(f"missing file {file}")
     data = file.read_bytes()
-    if EDGETPU_MARKER not in data:
+    if EDGETPU_CUSTOM_OP.encode() not in data:
         raise ArtifactError(
-            f"{file} is not an Edge TPU model: it has no {EDGETPU_MARKER.decode()} (run edgetpu_compiler on it first)"
+            f"{file} is not an Edge TPU model: it has no {EDGETPU_CUSTOM_OP} (run edgetpu_compiler on it first)"
         )
     if data[4:8] != b"TFL3":
         raise ArtifactError(f"{file} is not a .tflite flatbuffer (no TFL3 identifier)")

@@ -69,6 +69,28 @@ def no_face_photos_bgr() -> dict[str, np.ndarray]:
     return {"coffee": _bgr(data.coffee()), "chelsea": _bgr(data.chelsea())}
 
 
+def _coral_dir() -> Path | None:
+    for candidate in (
+        os.environ.get("LOOKOUT_CORAL_DIR"),
+        REPO.parent / "shared" / "coral",  # CI: a copy of shared/ beside the clone
+        Path("/work/shared/coral"),  # a worktree under /work/wt/
+    ):
+        if candidate and (Path(candidate) / "squat.bmp").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def coral_dir() -> Path:
+    """Coral's public test data (photos, reference keypoints): shared/coral beside the checkout."""
+    found = _coral_dir()
+    if found is None:
+        pytest.fail(
+            "Coral test data not found: expected ../shared/coral beside the checkout or $LOOKOUT_CORAL_DIR"
+        )
+    return found
+
+
 @pytest.fixture(scope="session")
 def lookout_cmd() -> list[str]:
     """Command prefix that runs the CLI of this checkout in a subprocess."""

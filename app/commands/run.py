@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models-dir", help="models directory")
     p.add_argument("--no-mqtt", action="store_true", help="do not connect to a broker")
     p.add_argument("--report", help="write the run report (JSON) here at exit")
+    p.add_argument("--output", metavar="FILE.jsonl", help="one JSON line per processed frame ('-' = stdout)")
     p.set_defaults(func=run)
 
 
@@ -79,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from app.service import Service, ServiceOptions
 
     cfg = load_config(args.config, overrides_from_args(args))
-    opts = ServiceOptions(report_path=Path(args.report) if args.report else None, mqtt=not args.no_mqtt)
+    opts = ServiceOptions(
+        report_path=Path(args.report) if args.report else None, output=args.output, mqtt=not args.no_mqtt
+    )
     report = Service(cfg, opts).run()
     print(
         json.dumps(
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 k: report[k]
                 for k in ("frames", "fps", "runtime", "fallback", "detections_total", "dropped_frames")
             }
-        )
+        ),
+        file=sys.stderr if args.output == "-" else sys.stdout,  # stdout carries the frames then
     )
     return 0

@@ -21,7 +21,7 @@ SCORE_FLOOR = -16.0  # int8: calibrated score-logit minimum raised to this (sigm
 
 # key -> (recipe version, file suffix, format, precision)
 RECIPES: dict[str, tuple[str, str, str, str]] = {
-    "pte": ("pte-xnnpack-fp32-v1", ".pte", "pte", "fp32"),
+    "pte": ("pte-xnnpack-fp32-v2", ".pte", "pte", "fp32"),  # v2: canonical constant strides
     "ptl": ("ptl-jit-trace-lite-v1", ".ptl", "ptl", "fp32"),
     "pte-int8": ("pte-pt2e-xnnpack-int8-minmax-floor16-v1", "_int8.pte", "pte", "int8"),
     "tflite-int8": ("tflite-aeq-static-wi8-ai8-minmax-floor16-v2", "_int8.tflite", "tflite", "int8"),
@@ -38,6 +38,23 @@ ORIGINS = {
 }
 
 
+INT8_SOURCE_RECIPES = ("pte", "ptl", "onnx")  # an int8 .tflite is rebuilt in float (dequantised weights)
+
+
+def recipes_for(m: Manifest) -> list[str]:
+    """The artifact keys `build` makes for this model: all of RECIPES from a float .tflite; from a
+    quantised one (Coral's models, `models add --from-tflite`) the float torch rebuilds only."""
+    if m.artifact(SOURCE_KEY).precision == "int8":
+        return list(INT8_SOURCE_RECIPES)
+    return list(RECIPES)
+
+
+def _origin(key: str, m: Manifest) -> str:
+    if m.artifact(SOURCE_KEY).precision == "int8":
+        return ORIGINS[key].replace("(same weights)", "(int8 weights and activations dequantised, float32)")
+    return ORIGINS[key]
+
+
 @dataclass
 class BuildResult:
     model: str
@@ -52,6 +69,15 @@ def _input_shape(m: Manifest) -> tuple[int, int, int, int]:
     return (1, m.input.height, m.input.width, 3)
 
 
+def score_output(m: Manifest) -> str | None:
+    """Name of the output holding score logits whose int8 range gets the floor (SSD-anchor detectors)."""
+    if SCORE_OUTPUT in m.outputs:
+        return SCORE_OUTPUT
+    if m.decoder == "blazepose" and len(m.outputs) == 2:
+        return m.outputs[1]
+    return None
+
+
 def _make(key: str, m: Manifest, src: Path, out: Path) -> None:
     from app.modelbuild import export
     from app.modelbuild.images import calibration_inputs
@@ -59,7 +85,8 @@ def _make(key: str, m: Manifest, src: Path, out: Path) -> None:
     if key == "tflite-int8":
         from app.modelbuild.tflite_int8 import quantize_tflite_int8
 
-        clamp = {SCORE_OUTPUT: SCORE_FLOOR} if SCORE_OUTPUT in m.outputs else {}
+        score = score_output(m)
+        clamp = {score: SCORE_FLOOR} if score else {}
         quantize_tflite_int8(src, calibration_inputs(m), out, clamp_min=clamp)
         return
     net = torch_module(src)
@@ -69,7 +96,8 @@ def _make(key: str, m: Manifest, src: Path, out: Path) -> None:
     elif key == "ptl":
         export.export_ptl(net, shape, out)
     elif key == "pte-int8":
-        clamp = {m.outputs.index(SCORE_OUTPUT): SCORE_FLOOR} if SCORE_OUTPUT in m.outputs else {}
+        score = score_output(m)
+        clamp = {m.outputs.index(score): SCORE_FLOOR} if score else {}
         export.export_pte_int8(net, shape, calibration_inputs(m), out, clamp_min=clamp)
     elif key == "onnx":
         export.export_onnx(net, shape, out, m.outputs or None)
@@ -95,10 +123,14 @@ def build_model(
     src = m.verify_artifact(SOURCE_KEY)
     stem = Path(m.artifact(SOURCE_KEY).file).stem
     results = []
-    for key in keys or list(RECIPES):
+    allowed = recipes_for(m)
+    for key in keys or allowed:
         recipe, suffix, fmt, precision = RECIPES[key]
         if on_step:
             on_step(m.name, key)
+        if key not in allowed:
+            results.append(BuildResult(m.name, key, "skipped", reason="the source .tflite is already int8"))
+            continue
         want = build_key(src, recipe)
         have = m.artifacts.get(key)
         if not force and have and have.build_input_sha256 == want:
@@ -128,7 +160,7 @@ def build_model(
             precision=precision,
             derived_from=SOURCE_KEY,
             build_input_sha256=want,
-            origin=ORIGINS[key],
+            origin=_origin(key, m),
         )
         save_manifest(m)
         results.append(BuildResult(m.name, key, "built", time.perf_counter() - t0, out.stat().st_size))

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from app.zoo import Manifest
+from app.zoo import InputSpec, Manifest
 
 # Real colour photos shipped inside scikit-image (no download): people, animals, objects, scenes.
 CALIBRATION_PHOTOS = (
@@ -30,11 +30,11 @@ def photo_rgb(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
-def to_input(rgb: np.ndarray, manifest: Manifest) -> np.ndarray:
+def to_input(rgb: np.ndarray, manifest: Manifest | InputSpec) -> np.ndarray:
     """Letterbox (or stretch) an RGB photo to the model input, normalise, NHWC float32 [1,H,W,3]."""
     import cv2
 
-    spec = manifest.input
+    spec = manifest.input if isinstance(manifest, Manifest) else manifest
     h, w = rgb.shape[:2]
     if spec.resize == "stretch":
         canvas = cv2.resize(rgb, (spec.width, spec.height), interpolation=cv2.INTER_AREA)

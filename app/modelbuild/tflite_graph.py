@@ -1,4 +1,8 @@
-"""Read a .tflite flatbuffer (via the `tflite` package) into a plain list of ops with numpy constants."""
+"""Read a .tflite flatbuffer (via the `tflite` package) into a plain list of ops with numpy constants.
+
+Quantisation parameters are kept per tensor (per-channel scales included); sparse constants (TFLite's
+DENSIFY input format: dense and CSR dimensions, optional blocks) are densified here.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,23 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: str
     data: np.ndarray | None = None  # constant data, or None for activations
-    scale: float | None = None
+    scale: float | None = None  # per-tensor quantisation (the first scale when per-channel)
     zero_point: int | None = None
+    scales: np.ndarray | None = None  # all scales / zero points (per-channel when more than one)
+    zero_points: np.ndarray | None = None
+    quant_axis: int = 0
+
+    def dequantized(self) -> np.ndarray:
+        """Constant data as float32: (q - zero_point) * scale for quantised integers, per channel."""
+        assert self.data is not None
+        if self.dtype not in ("INT8", "UINT8", "INT16", "INT32") or self.scales is None:
+            return self.data.astype(np.float32)
+        shape = [1] * self.data.ndim
+        if self.scales.size > 1 and self.data.ndim:
+            shape[self.quant_axis] = -1
+        scale = self.scales.astype(np.float32).reshape(shape)
+        zero = self.zero_points.astype(np.float32).reshape(shape) if self.zero_points is not None else 0.0
+        return ((self.data.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 @dataclass
@@ -100,10 +119,77 @@ def _options(tfl: Any, op: Any, kind: str) -> dict[str, Any]:
     if kind == "RESIZE_BILINEAR":
         o = load(tfl.ResizeBilinearOptions)
         return {"align_corners": bool(o.AlignCorners()), "half_pixel_centers": bool(o.HalfPixelCenters())}
+    if kind == "SOFTMAX":
+        return {"beta": float(load(tfl.SoftmaxOptions).Beta())}
+    if kind == "PACK":
+        o = load(tfl.PackOptions)
+        return {"axis": o.Axis(), "count": o.ValuesCount()}
+    if kind == "UNPACK":
+        o = load(tfl.UnpackOptions)
+        return {"axis": o.Axis(), "num": o.Num()}
+    if kind == "DEPTH_TO_SPACE":
+        return {"block": load(tfl.DepthToSpaceOptions).BlockSize()}
+    if kind == "DIV":
+        return {"act": _ACT[load(tfl.DivOptions).FusedActivationFunction()]}
     if kind == "RESIZE_NEAREST_NEIGHBOR":
         o = load(tfl.ResizeNearestNeighborOptions)
         return {"align_corners": bool(o.AlignCorners()), "half_pixel_centers": bool(o.HalfPixelCenters())}
     return {}
+
+
+def _index_vector(tfl: Any, kind: int, table: Any) -> np.ndarray:
+    cls = {1: tfl.Int32Vector, 2: tfl.Uint16Vector, 3: tfl.Uint8Vector}.get(kind)
+    if cls is None or table is None:
+        raise ArtifactError(f"unsupported sparse index vector type {kind}")
+    v = cls()
+    v.Init(table.Bytes, table.Pos)
+    return v.ValuesAsNumpy().astype(np.int64)
+
+
+def densify(tfl: Any, sparsity: Any, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A sparse constant (TFLite SparsityParameters) as a dense array of `shape`.
+
+    Walks the traversal order level by level (dense levels enumerate, CSR levels follow their segments
+    and indices), which yields the stored values in order, then maps block dimensions back."""
+    order = [int(x) for x in sparsity.TraversalOrderAsNumpy()]
+    block_map = [int(x) for x in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    rank = len(shape)
+    prev = np.zeros(1, np.int64)
+    idx: list[np.ndarray] = []
+    block_size: list[int] = []
+    for level in range(sparsity.DimMetadataLength()):
+        dm = sparsity.DimMetadata(level)
+        if dm.Format() == 0:  # DENSE
+            n = int(dm.DenseSize())
+            idx = [np.repeat(a, n) for a in idx]
+            idx.append(np.tile(np.arange(n), prev.size))
+            prev = (prev[:, None] * n + np.arange(n)[None, :]).reshape(-1)
+            if level >= rank:
+                block_size.append(n)
+        else:  # SPARSE_CSR
+            seg = _index_vector(tfl, dm.ArraySegmentsType(), dm.ArraySegments())
+            ind = _index_vector(tfl, dm.ArrayIndicesType(), dm.ArrayIndices())
+            counts = seg[prev + 1] - seg[prev]
+            pos = np.concatenate(
+                [np.arange(a, b) for a, b in zip(seg[prev], seg[prev + 1], strict=True)] or [[]]
+            )
+            pos = pos.astype(np.int64)
+            idx = [np.repeat(a, counts) for a in idx]
+            idx.append(ind[pos])
+            prev = pos
+            if level >= rank:
+                raise ArtifactError("sparse block dimensions stored as CSR are not supported")
+    if prev.size != values.size:
+        raise ArtifactError(f"sparse tensor: {values.size} values for {prev.size} positions")
+    orig = [np.zeros(values.size, np.int64) for _ in range(rank)]
+    for level, dim in enumerate(order[:rank]):
+        orig[dim] = idx[level]
+    for k, t in enumerate(order[rank:]):
+        dim = block_map[t - rank]
+        orig[dim] = orig[dim] * block_size[k] + idx[rank + k]
+    dense = np.zeros(shape, values.dtype)
+    dense[tuple(orig)] = values
+    return dense
 
 
 def read_tflite(path: Path) -> Graph:
@@ -131,11 +217,20 @@ def read_tflite(path: Path) -> Graph:
             np_type = _NP_TYPES.get(dtype)
             if np_type is None:
                 raise ArtifactError(f"{path}: unsupported constant tensor type {dtype} ({info.name})")
-            info.data = np.frombuffer(buf.DataAsNumpy().tobytes(), dtype=np_type).reshape(shape)
+            values = np.frombuffer(buf.DataAsNumpy().tobytes(), dtype=np_type)
+            sparsity = t.Sparsity()
+            info.data = values.reshape(shape) if sparsity is None else densify(tfl, sparsity, values, shape)
         q = t.Quantization()
-        if q is not None and q.ScaleLength() == 1:
-            info.scale = float(q.Scale(0))
-            info.zero_point = int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
+        if q is not None and q.ScaleLength() >= 1:
+            info.scales = q.ScaleAsNumpy().astype(np.float64)
+            info.zero_points = (
+                q.ZeroPointAsNumpy().astype(np.int64)
+                if q.ZeroPointLength()
+                else np.zeros(info.scales.size, np.int64)
+            )
+            info.quant_axis = int(q.QuantizedDimension())
+            info.scale = float(info.scales[0])
+            info.zero_point = int(info.zero_points[0])
         tensors[i] = info
 
     ops = []

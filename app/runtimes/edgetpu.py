@@ -213,6 +213,7 @@ class EdgeTPURuntime(LiteRTBase[EdgeTPUConfig]):
     name: ClassVar[str] = "edgetpu"
     config_model: ClassVar[type[RuntimeConfig]] = EdgeTPUConfig
     default_artifact: ClassVar[str] = "edgetpu"
+    delegates_custom_ops: ClassVar[bool] = True
 
     def __init__(self, roots: HostRoots | None = None) -> None:
         super().__init__(roots)

@@ -36,6 +36,25 @@ def check_tflite(path: Path) -> None:
         raise ArtifactError(f"{path} is not a .tflite model (no TFL3 flatbuffer identifier at bytes 4-8)")
 
 
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+
+
+def edgetpu_compiled(path: Path) -> bool:
+    """True when the .tflite file holds the Edge TPU custom op (edgetpu_compiler output)."""
+    return EDGETPU_CUSTOM_OP.encode() in Path(path).read_bytes()
+
+
+def check_cpu_tflite(path: Path) -> None:
+    """A .tflite the CPU can run: refuses a compiled Edge TPU model in one line (LiteRT would otherwise
+    print several lines about an unresolved custom op before failing)."""
+    check_tflite(path)
+    if edgetpu_compiled(path):
+        raise ArtifactError(
+            f"{path} is compiled for the Edge TPU ({EDGETPU_CUSTOM_OP}): the CPU cannot run it; "
+            "use runtime type 'edgetpu' (falls back to the CPU artifact) or the model's 'tflite' artifact"
+        )
+
+
 def check_pte(path: Path) -> None:
     """An ExecuTorch program has the identifier ET<2 digits> at bytes 4..8."""
     head = read_head(path, "ExecuTorch .pte")

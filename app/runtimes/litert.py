@@ -18,7 +18,7 @@ from pydantic import Field
 from app.errors import ArtifactError, RuntimeUnavailable
 from app.hostroots import HostRoots
 from app.runtimes.base import Runtime, RuntimeConfig, TensorSpec, _find_spec
-from app.runtimes.filecheck import check_tflite, first_line
+from app.runtimes.filecheck import check_cpu_tflite, check_tflite, first_line
 
 LITERT_MODULES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 
@@ -87,6 +87,8 @@ class LiteRTBase(Runtime[OptionsT]):
     """A LiteRT interpreter (XNNPACK applied by the default op resolver); subclasses add delegates."""
 
     requires: ClassVar[tuple[str, ...]] = LITERT_MODULES
+    #: True for runtimes whose delegate executes accelerator custom ops (a compiled Edge TPU model).
+    delegates_custom_ops: ClassVar[bool] = False
 
     def __init__(self, roots: HostRoots | None = None) -> None:
         super().__init__(roots)
@@ -117,7 +119,7 @@ class LiteRTBase(Runtime[OptionsT]):
 
     def load(self, artifact: Path, options: OptionsT) -> TensorSpec:
         artifact = Path(artifact)
-        check_tflite(artifact)
+        check_tflite(artifact) if self.delegates_custom_ops else check_cpu_tflite(artifact)
         lite = import_litert()
         self._delegates = self._delegates_for(lite, options)
         extra = self._op_resolver(lite, options) if lite.package == "ai_edge_litert" else {}

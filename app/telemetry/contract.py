@@ -201,14 +201,24 @@ class Status(Payload):
 
 
 # --- detections -----------------------------------------------------------------------------------
+class DetectedKeypoint(Model):
+    """One body landmark of a detection (pose models, the person detector), in source-frame pixels."""
+
+    name: str = Field(min_length=1)
+    x: float
+    y: float
+    score: float = Field(ge=0, le=1)
+
+
 class DetectedObject(Model):
-    """One detection: label, score, box [x0, y0, x1, y1] in source-frame pixels."""
+    """One detection: label, score, box [x0, y0, x1, y1] in source-frame pixels, keypoints if any."""
 
     label: str = Field(min_length=1)
     score: float = Field(ge=0, le=1)
     box: list[float] = Field(
         min_length=4, max_length=4, description="[x0, y0, x1, y1] in source-frame pixels"
     )
+    keypoints: list[DetectedKeypoint] | Absent = None
 
 
 class Detections(Payload):

@@ -124,7 +124,7 @@ class Preprocessor:
             raise ConfigError(
                 f"input tensor {spec.name!r} has dtype {spec.dtype}; supported: float32, int8, uint8"
             )
-        if spec.dtype != "float32" and not spec.quantized:
+        if spec.dtype == "int8" and not spec.quantized:
             raise ConfigError(f"input tensor {spec.name!r} is {spec.dtype} without a quantisation scale")
         mean_a, std_a = np.asarray(mean, np.float64).reshape(-1), np.asarray(std, np.float64).reshape(-1)
         if mean_a.size not in (1, 3) or std_a.size not in (1, 3) or np.any(std_a == 0):
@@ -153,9 +153,9 @@ class Preprocessor:
         """(1, 256, 3) table pixel value -> tensor value per channel, in the tensor's channel order."""
         mean, std = self.mean, self.std  # in the model's channel order (the table runs after the swap)
         v = (np.arange(256, dtype=np.float64)[:, None] - mean[None, :]) / std[None, :]
-        if self.spec.quantized:
+        if self.spec.quantized or self._dtype == np.uint8:  # uint8 without a scale: plain pixel values
             info = np.iinfo(self._dtype)
-            q = np.round(v / float(self.spec.scale)) + int(self.spec.zero_point or 0)
+            q = np.round(v / float(self.spec.scale or 1.0)) + int(self.spec.zero_point or 0)
             table = np.clip(q, info.min, info.max).astype(self._dtype)
         else:
             table = v.astype(np.float32)
@@ -222,7 +222,7 @@ class Preprocessor:
             self._to_hwc(src, dst)
 
     def _to_hwc(self, src: np.ndarray, dst: np.ndarray) -> None:
-        if self._scalar is not None and not self.spec.quantized and dst.flags.c_contiguous:
+        if self._scalar is not None and self._dtype == np.float32 and dst.flags.c_contiguous:
             mean, inv_std = self._scalar
             np.subtract(src, mean, out=dst)
             np.multiply(dst, inv_std, out=dst)

@@ -52,6 +52,8 @@ class FrameSource:
 
     def __init__(self, description: str, reconnect: ReconnectConfig, on_state: OnState | None = None) -> None:
         self.description = description
+        #: where the last frame came from: the image's file name for a folder, the URI otherwise
+        self.frame_source = description
         self.fps: float | None = None
         self.reconnects = 0
         self.failures = 0
@@ -191,6 +193,7 @@ class OpenCVFrameSource(FrameSource):
         self.cfg = cfg
         self.kind, self.target = _classify_uri(cfg.uri)
         super().__init__(f"opencv {self.kind} {cfg.uri}", reconnect, on_state)
+        self.frame_source = str(cfg.uri)
         self._cap: cv2.VideoCapture | None = None
         self._pos = 0
         self._frame_count = 0
@@ -380,6 +383,7 @@ class ImagesFrameSource(FrameSource):
         if img is None:
             raise Lost(f"cannot read image {path}")
         self._i += 1
+        self.frame_source = path.name
         return img
 
 

@@ -33,12 +33,15 @@ def fat(tool):
 
 
 def make_image(path: Path, fat, boot_files: dict[str, str]) -> Path:
-    """A 48 MiB disk image: MBR, FAT (type c) at 1 MiB, a Linux root partition after it."""
-    subprocess.run(["truncate", "-s", "48M", str(path)], check=True)
-    table = f"label: dos\nstart={BOOT_START}, size=65536, type=c\nstart={BOOT_START + 65536}, type=83\n"
+    """A sparse 300 MiB disk image: MBR, a 256 MiB FAT (type c) at 1 MiB (the size of Raspberry Pi OS's
+    boot partition before bookworm's 512 MiB: the bundle carries the model zoo, ~90 MiB), a Linux root
+    partition after it."""
+    subprocess.run(["truncate", "-s", "300M", str(path)], check=True)
+    sectors = 256 * 2048
+    table = f"label: dos\nstart={BOOT_START}, size={sectors}, type=c\nstart={BOOT_START + sectors}, type=83\n"
     subprocess.run(["sfdisk", "-q", str(path)], input=table, text=True, check=True)
     subprocess.run(
-        ["mkfs.vfat", "--offset", str(BOOT_START), "-n", "BOOTFS", str(path), "32768"],
+        ["mkfs.vfat", "--offset", str(BOOT_START), "-n", "BOOTFS", str(path), str(sectors // 2)],
         check=True,
         capture_output=True,
     )

@@ -185,3 +185,42 @@ def test_make_decoder_errors_are_one_line() -> None:
         make_decoder("blazeface", ["face"], colour="red")
     with pytest.raises(ConfigError, match="variant"):
         make_decoder("blazeface", ["face"], variant="long")
+
+
+# --- MoveNet and the pose detector (hand-built outputs with a known answer) -------------------------
+def test_movenet_box_spans_confident_keypoints_with_margin() -> None:
+    dec = make_decoder("movenet", ["person"], keypoint_threshold=0.3, min_keypoints=5, margin=0.1)
+    out = np.zeros((1, 1, 17, 3), np.float32)
+    out[0, 0, :, :2] = 0.5  # unconfident keypoints sit in the middle
+    ys = [0.25, 0.25, 0.75, 0.75, 0.5]
+    xs = [0.25, 0.75, 0.25, 0.75, 0.5]
+    for k, (y, x) in enumerate(zip(ys, xs, strict=True)):
+        out[0, 0, k] = (y, x, 0.9)
+    [person] = dec([out], IDENTITY_128)
+    assert person.label == "person" and person.score == pytest.approx(0.9)
+    np.testing.assert_allclose(person.box, (32 - 6.4, 32 - 6.4, 96 + 6.4, 96 + 6.4), atol=1e-3)
+    assert len(person.keypoints) == 17 and person.keypoints[0].name == "nose"
+    assert (person.keypoints[1].x, person.keypoints[1].y) == pytest.approx((96.0, 32.0))
+    out[0, 0, 4, 2] = 0.1  # four confident keypoints are not a person
+    assert dec([out], IDENTITY_128) == []
+
+
+def test_blazepose_person_box_is_the_hip_centred_body_square() -> None:
+    from app.vision.decoders.blazepose import POSE_DETECTOR_ANCHORS
+    from app.vision.preprocess import placement
+
+    dec = make_decoder("blazepose", ["person"], box_scale=1.0)
+    anchors = ssd_anchor_centres(POSE_DETECTOR_ANCHORS)
+    reg = np.zeros((1, len(anchors), 12), np.float32)
+    cls = np.full((1, len(anchors), 1), -20.0, np.float32)
+    k = 1000
+    reg[0, k, 2:4] = 20.0  # a 20 px face box on the anchor
+    ax, ay = anchors[k] * 224
+    reg[0, k, 4:6] = (112 - ax, 120 - ay)  # hip centre at (112, 120) px in the 224 input
+    reg[0, k, 6:8] = (112 - ax, 40 - ay)  # body extent point 80 px above it
+    cls[0, k, 0] = 3.0
+    [person] = dec([reg, cls], placement(224, 224, 224, 224, "letterbox"))
+    assert person.score == pytest.approx(1 / (1 + np.exp(-3.0)), rel=1e-5)
+    np.testing.assert_allclose(person.box, (32, 40, 192, 200), atol=1e-3)  # side 2 * 80 around the hip centre
+    assert [p.name for p in person.keypoints][:2] == ["hip_centre", "body_extent"]
+    assert (person.keypoints[0].x, person.keypoints[0].y) == pytest.approx((112.0, 120.0), abs=1e-3)
