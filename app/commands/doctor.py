@@ -258,9 +258,10 @@ def check_broker(mqtt: MqttConfig | str) -> Check:
     return Check("broker", str(addr), ok, detail)
 
 
-def check_pipeline(cfg: LookoutConfig, probe: bool) -> list[Check]:
+def check_pipeline(cfg: LookoutConfig, probe: bool, runtimes: list[Check]) -> list[Check]:
     """Can the configured model run on the configured runtime (or the substitute its plugin names) with
-    the configured source? Asks the same hooks as selection (`plan_runtime`), so both agree."""
+    the configured source? Asks the same hooks as selection (`plan_runtime`), so both agree; the runtime
+    that will run counts as usable only when `check_runtimes` opened it for real."""
     from app.errors import LookoutError
     from app.hostroots import HostRoots
     from app.runtimes.selection import plan_runtime
@@ -278,10 +279,9 @@ def check_pipeline(cfg: LookoutConfig, probe: bool) -> list[Check]:
     if plan.fallback:
         detail = f"{plan.requested} cannot run here, will run {plan.runtime}: {plan.fallback['reason']}"
         out.append(Check("pipeline", "fallback", True, detail))
-    from app.runtimes.base import get_runtime_class
-
-    ok, why = get_runtime_class(plan.runtime).availability()
-    if not ok:
+    opened = next((c for c in runtimes if c.name == plan.runtime), None)
+    if opened is None or not opened.ok:
+        why = opened.detail if opened else "not registered"
         out.append(Check("pipeline", "runtime", False, f"{plan.runtime}: {why}"))
     try:
         path = manifest.verify_artifact(plan.artifact)
@@ -353,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
     checks = [*runtimes, *tpus, *check_cameras(), *check_meters(cfg.meter)]
     if cfg.mqtt.enabled:
         checks.append(check_broker(cfg.mqtt))
-    pipeline = check_pipeline(cfg, probe=not args.no_probe)
+    pipeline = check_pipeline(cfg, probe=not args.no_probe, runtimes=runtimes)
     checks += pipeline
     can_run = all(c.ok for c in pipeline)
     if args.json:

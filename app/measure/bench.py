@@ -1,6 +1,6 @@
 """`lookout bench`: each runtime measured in its own subprocess, then compared side by side.
 
-The parent writes the agreement images (scikit-image astronaut, coffee, chelsea) to a temp .npz, runs
+The parent writes the agreement images (the shipped photos astronaut, coffee, chelsea) to a temp .npz, runs
 ``python -m app.measure.bench_worker`` once per runtime (sequentially, never in parallel), reads each
 worker's JSON line and raw-output dump, and computes agreement against the first listed runtime:
 ``max_abs_diff`` over raw outputs on the same images and ``mean_iou`` of detections (greedy matching;
@@ -55,9 +55,9 @@ class BenchOptions:
 
 def write_agreement_images(path: Path) -> None:
     """The real photos every runtime is compared on, as BGR (like OpenCV frames)."""
-    from skimage import data
+    from app.vision.photos import photo
 
-    imgs = {name: np.ascontiguousarray(getattr(data, name)()[..., ::-1]) for name in AGREEMENT_IMAGES}
+    imgs = {name: np.ascontiguousarray(photo(name)) for name in AGREEMENT_IMAGES}
     np.savez(path, **imgs)
 
 

@@ -131,3 +131,25 @@ def test_video_nodes_that_are_not_v4l2_capture_devices_are_not_ok(tmp_path: Path
     assert (
         check_cameras(tmp_path / "none")[0].detail == f"no V4L2 capture device under {tmp_path}/none/video*"
     )
+
+
+def test_pipeline_cannot_run_on_a_runtime_that_is_found_but_does_not_import(
+    lookout_cmd, clean_env, tmp_path: Path
+) -> None:
+    """A library present on disk but broken (a bad wheel, a missing shared object) is not a usable
+    runtime: the pipeline's runtime line uses what opening it found, not merely that it is installed."""
+    site = tmp_path / "site"
+    (site / "onnxruntime").mkdir(parents=True)
+    (site / "onnxruntime" / "__init__.py").write_text(
+        "raise ImportError('libonnxruntime.so: broken build')\n"
+    )
+    path = os.pathsep.join(filter(None, [str(site), clean_env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [*lookout_cmd, "doctor", "--json", "--no-probe", "--config",
+         str(config(tmp_path, '[runtime]\ntype = "onnxruntime"\n[source]\ntype = "synthetic"\n'))],
+        capture_output=True, text=True, env={**clean_env, "PYTHONPATH": path}, timeout=240,
+    )  # fmt: skip
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and out["can_run"] is False
+    runtime = next(c for c in out["checks"] if (c["area"], c["name"]) == ("pipeline", "runtime"))
+    assert "broken build" in runtime["detail"]

@@ -110,3 +110,20 @@ def test_bench_end_to_end(lookout_cmd, clean_env, models_dir: Path, tmp_path: Pa
         assert r["agreement"]["max_abs_diff"] is not None and r["agreement"]["mean_iou"] > 0.8
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "p90" in proc.stdout and "tflite" in proc.stdout
+
+
+def test_bench_runs_on_a_device_install_without_scikit_image(lookout_cmd, clean_env, tmp_path: Path) -> None:
+    """A device venv has no scikit-image: the agreement photos come from the package."""
+    import os
+
+    site = tmp_path / "site"
+    (site / "skimage").mkdir(parents=True)
+    (site / "skimage" / "__init__.py").write_text("raise ImportError('scikit-image is not on a device')\n")
+    env = {**clean_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), clean_env.get("PYTHONPATH")]))}
+    out = tmp_path / "b.json"
+    proc = subprocess.run(
+        [*lookout_cmd, "bench", "--model", "blazeface-short", "--runtime", "tflite", "--frames", "5",
+         "--json", str(out)], capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["results"][0]["detections"]["astronaut"] == 1
