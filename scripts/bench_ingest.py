@@ -49,7 +49,7 @@ def main() -> int:
     args = ap.parse_args()
     import random
 
-    dev = SimDevice("sim-0001", 0, "lookout", random.Random(1), simulated_power=False)
+    dev = SimDevice("sim-0001", 0, "lookout", random.Random(1))
     det_raw, met_raw = dev.detections(10.0), dev.metrics(10.0)
     det, met = json.loads(det_raw), json.loads(met_raw)
     n, r = args.messages, args.repeats

@@ -8,9 +8,10 @@ thread: a selector over their sockets (paho's external-loop API: loop_read / loo
 because a thread per client costs more than the publishing itself at 1,000 devices. For large fleets run
 several processes with disjoint --id-offset ranges (scripts/bench_fleet.py does).
 
-Every number is synthetic: device ids are `sim-NNNN`, `version` says fleet_load, the bench `host`
-says simulated, and power is null ("none: simulated device ...") unless --simulated-power, which publishes
-a made-up figure labelled power_source "simulated: fleet_load (not measured)".
+Its rates and latencies are a synthetic load profile: device ids are `sim-NNNN`, `version` says
+fleet_load, the bench `host` says simulated. It never makes up hardware readings: power, energy,
+temperature, CPU load, memory and throttling are null, each with its reason ("simulated device
+(fleet_load): ..."), as on a device that cannot measure them.
 
     python scripts/fleet_load.py --devices 50 --rate 1 --detections-rate 10 --duration 60 --broker mqtt://127.0.0.1:1883
 """
@@ -44,22 +45,18 @@ PROFILES = (
     ("torchscript-lite", "blazeface-short", 14.0),
 )
 STAGES = ("capture", "preprocess", "infer", "postprocess", "publish")
+NO_SENSORS = "simulated device (fleet_load): no sensors, nothing measured"
 
 
 class SimDevice:
     """One simulated device: its MQTT client, profile and counters."""
 
-    def __init__(
-        self, device_id: str, index: int, prefix: str, rng: random.Random, simulated_power: bool
-    ) -> None:
+    def __init__(self, device_id: str, index: int, prefix: str, rng: random.Random) -> None:
         self.id = device_id
         self.topics = Topics(device_id, prefix)
         self.rng = rng
         self.runtime, self.model, base = PROFILES[index % len(PROFILES)]
         self.infer_ms = base * rng.uniform(0.8, 1.4)
-        self.temp_c = rng.uniform(40.0, 60.0)
-        self.simulated_power = simulated_power
-        self.power_w = rng.uniform(2.5, 6.0) if simulated_power else None
         self.started_at = time.time()
         self.seq = 0
         self.frame = 0
@@ -119,38 +116,28 @@ class SimDevice:
 
     def metrics(self, fps: float) -> bytes:
         r = self.rng
-        self.temp_c = min(max(self.temp_c + r.uniform(-0.5, 0.5), 35.0), 85.0)
         lat = {}
         for stage, base in zip(STAGES, (2.0, 1.2, self.infer_ms, 0.6, 0.3), strict=True):
             p50 = base * r.uniform(0.95, 1.05)
             lat[stage] = {"p50": round(p50, 3), "p90": round(p50 * 1.2, 3), "p99": round(p50 * 1.6, 3)}
-        reasons = {"throttled": "simulated device (fleet_load): no firmware to ask"}
-        if self.simulated_power:
-            power = round(self.power_w * r.uniform(0.95, 1.05), 3)
-            energy = round(power * self.infer_ms, 3)  # W * ms = mJ
-            source = "simulated: fleet_load (not measured)"
-        else:
-            power = energy = None
-            source = "none: simulated device (fleet_load), no power meter"
-        temp = round(self.temp_c, 1)
         return contract.Metrics(
             ts=time.time(),
             fps=round(fps * r.uniform(0.97, 1.03), 2),
             latency_ms=lat,
-            power_w=power,
-            power_source=source,
-            energy_mj_per_inference=energy,
-            temp_c=temp,
-            temps={"simulated": temp},
-            cpu_percent=round(r.uniform(20, 60), 1),
-            rss_mb=round(r.uniform(120, 180), 1),
+            power_w=None,
+            power_source=f"none: {NO_SENSORS}, no power meter",
+            energy_mj_per_inference=None,
+            temp_c=None,
+            temps={},
+            cpu_percent=None,
+            rss_mb=None,
             dropped_frames=0,
             spool_depth=self.spool,
             spool_dropped=0,
             runtime=self.runtime,
             model=self.model,
             throttled=None,
-            reasons=reasons,
+            reasons=dict.fromkeys(("temp_c", "cpu_percent", "rss_mb", "throttled"), NO_SENSORS),
         ).to_json()
 
     def bench(self) -> bytes:
@@ -182,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
     addr = parse_broker_url(args.broker)
     rng = random.Random(args.seed)
     devs = [
-        SimDevice(f"{args.id_prefix}-{i:04d}", i, args.prefix, rng, args.simulated_power)
+        SimDevice(f"{args.id_prefix}-{i:04d}", i, args.prefix, rng)
         for i in range(args.id_offset, args.id_offset + args.devices)
     ]
     sel = selectors.DefaultSelector()
@@ -279,9 +266,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of detections (contract: 1)")
     ap.add_argument(
         "--no-bench", dest="bench", action="store_false", help="do not publish retained bench documents"
-    )
-    ap.add_argument(
-        "--simulated-power", action="store_true", help="publish made-up power, labelled simulated"
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ready", metavar="FILE", help="write this file once every device is online")

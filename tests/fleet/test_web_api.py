@@ -136,6 +136,7 @@ def test_metrics_are_in_base_units_and_power_only_where_measured(server) -> None
     }
     assert by_dev["lookout_device_inference_p90_seconds"]["cam-a"].value == pytest.approx(0.0075)
     assert by_dev["lookout_device_rss_bytes"]["cam-a"].value == pytest.approx(100e6)
+    assert by_dev["lookout_device_temperature_celsius"]["cam-a"].value == 51.0
     power = by_dev["lookout_device_power_watts"]
     assert set(power) == {"cam-b"} and power["cam-b"].value == 3.2
     assert power["cam-b"].labels["power_source"] == "hwmon:ina219"
