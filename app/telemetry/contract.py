@@ -14,8 +14,8 @@ Rules every kind follows:
   reason, goes into the payload's ``reasons``; a kind without ``reasons`` refuses the payload.
 - ``Absent[...]`` fields are left out when unset instead of being sent as null.
 
-Adding a kind (e.g. ``events``): one ``Payload`` subclass (docstring, ``topic``, ``sent_by_device``)
-and one entry in ``KINDS``; then ``make schemas``.
+Adding a kind: one ``Payload`` subclass (docstring, ``topic``, ``sent_by_device``) and one entry in
+``KINDS``; then ``make schemas``.
 """
 
 from __future__ import annotations
@@ -408,6 +408,43 @@ class Bench(Payload):
     )
 
 
+# --- events and presence --------------------------------------------------------------------------
+Score = Annotated[float, Field(ge=0, le=1)]
+
+
+class Event(Payload):
+    """A label's presence started, its smoothed count changed, or it ended. `seq` is the events topic's own
+    persisted, gap-free message number (separate from the detections' seq). The snapshot topic carries a
+    bare JPEG, not JSON, so it has no kind here."""
+
+    topic: ClassVar[str] = "<prefix>/<device_id>/events (QoS 1)"
+
+    seq: int = Field(ge=1, description="persisted, gap-free message number of the events topic")
+    type: Literal["start", "update", "end"]
+    label: str = Field(min_length=1)
+    count: NonNegInt = Field(description="detections of the label per frame, smoothed (K of N); 0 at end")
+    max_score: Score = Field(description="highest score of the label since the presence started")
+    started_at: float = Field(description="first sighting of the presence, Unix seconds")
+    ts: float = Field(description="when this change happened, Unix seconds")
+    snapshot: bool = Field(description="a snapshot of this moment was published on the snapshot topic first")
+
+
+class LabelPresence(Model):
+    count: NonNegInt = Field(description="smoothed count now (0 while the end is pending)")
+    max_score: Score
+    started_at: float = Field(description="Unix seconds")
+
+
+class Presence(Payload):
+    """The labels present now (absent labels are left out). Retained: a consumer that starts later, or Home
+    Assistant after a restart, knows the current state at once."""
+
+    topic: ClassVar[str] = "<prefix>/<device_id>/presence (retained, QoS 1)"
+
+    ts: float = Field(description="Unix seconds")
+    present: dict[str, LabelPresence] = Field(description="label -> its presence")
+
+
 # --- commands and replies -------------------------------------------------------------------------
 class Command(Payload):
     """Base of the commands a device takes on <prefix>/<device_id>/cmd/<verb>."""
@@ -530,6 +567,8 @@ KINDS: dict[str, type[Payload]] = {
     "detections": Detections,
     "metrics": Metrics,
     "bench": Bench,
+    "events": Event,
+    "presence": Presence,
     "cmd_swap": SwapCommand,
     "cmd_bench": BenchCommand,
     "cmd_config": ConfigCommand,
@@ -723,6 +762,33 @@ def status_fields(
     if reason:
         fields["reason"] = reason
     return fields
+
+
+def event_fields(
+    *,
+    type: str,
+    label: str,
+    count: int,
+    max_score: float,
+    started_at: float,
+    ts: float,
+    snapshot: bool,
+) -> dict[str, Any]:
+    """One presence change as an events payload without its `seq` (telemetry allocates it)."""
+    return {
+        "type": type,
+        "label": label,
+        "count": count,
+        "max_score": round(float(max_score), 4),
+        "started_at": started_at,
+        "ts": ts,
+        "snapshot": snapshot,
+    }
+
+
+def presence_payload(present: Mapping[str, Mapping[str, Any]], ts: float) -> dict[str, Any]:
+    """The retained presence state: {label: {count, max_score, started_at}} of the labels present."""
+    return {"ts": ts, "present": {k: dict(v) for k, v in present.items()}}
 
 
 def offline_will() -> bytes:

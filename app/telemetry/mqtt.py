@@ -1,4 +1,5 @@
-"""The device's MQTT client: status/detections/metrics/bench out, commands in, store-and-forward.
+"""The device's MQTT client: status/detections/metrics/bench/events/presence/snapshot out, commands in,
+store-and-forward.
 
 Publishing never blocks on the network: `publish_*` validates the payload, writes it to the SQLite
 spool and wakes the sender thread, which hands spooled messages to paho in order with a bounded
@@ -85,6 +86,8 @@ class Telemetry:
         )
         self.commands = CommandRouter(self.topics, command_handler, self._reply)
         self._status: dict[str, Any] | None = None
+        self._labels: tuple[str, ...] = ()  # tracked labels: Home Assistant entities per label
+        self._discovery_topics: set[str] = set()
         self._client = self._make_client(client_id or f"lookout-{device_id}")
         # sender state: row ids handed to paho and not yet acknowledged; mid -> row id
         self._map_lock = threading.Lock()
@@ -185,6 +188,42 @@ class Telemetry:
         self._wake.set()
         return seq
 
+    def publish_event(self, fields: dict[str, Any]) -> int:
+        """QoS 1. Allocates the events topic's own persisted, gap-free `seq` (returned)."""
+        body = contract.build("events", {**fields, "seq": 1})  # checked before a seq is used
+
+        def make(seq: int) -> bytes:
+            return body.model_copy(update={"seq": seq}).to_json()
+
+        try:
+            _, seq = self.spool.put_seq(self.topics.events, make, 1, False, counter="events_seq")
+        except SpoolWriteError as exc:
+            self._not_kept(exc)
+            seq = exc.seq
+        else:
+            self._spool_ok()
+        self._wake.set()
+        return seq
+
+    def publish_presence(self, payload: dict[str, Any]) -> None:
+        """Retained, QoS 1: the labels present now (only the newest unsent one is kept)."""
+        data = contract.build("presence", payload).to_json()
+        self._keep(lambda: self.spool.put(self.topics.presence, data, 1, True, replace=True))
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        """Retained, QoS 1: a bare JPEG (only the newest unsent one is kept)."""
+        data = bytes(jpeg)
+        self._keep(lambda: self.spool.put(self.topics.snapshot, data, 1, True, replace=True))
+
+    def set_labels(self, labels: list[str] | tuple[str, ...]) -> None:
+        """The tracked labels (Home Assistant gets an occupancy and a count entity for each); discovery is
+        published again when they change."""
+        labels = tuple(labels)
+        if labels != self._labels:
+            self._labels = labels
+            if self.cfg.homeassistant and self._ready.is_set():
+                self._publish_discovery()
+
     def publish_metrics(self, payload: contract.Metrics | dict[str, Any]) -> None:
         """QoS 1. A dict gets ts, spool_depth, spool_dropped and spool_drop_reasons filled when absent."""
         if not isinstance(payload, contract.Metrics):
@@ -207,7 +246,7 @@ class Telemetry:
         """published (handed to paho), acked, rejected (PUBACK with an error code), spool_depth,
         dropped (lost: by the spool's bounds, or not kept and not sent; persisted) and dropped_reasons,
         unspooled (sent directly because the spool could not keep them), spool_error (why it cannot
-        now, or null), connected, last_seq, last_error."""
+        now, or null), connected, last_seq (detections), last_events_seq, last_error."""
         with self._map_lock:
             counts = dict(self._counts)
         return {
@@ -222,6 +261,7 @@ class Telemetry:
             "connected": self._ready.is_set(),
             "connects": counts["connects"],
             "last_seq": self.spool.last_seq,
+            "last_events_seq": self.spool.last_of("events_seq"),
             "last_error": self.last_error,
         }
 
@@ -410,9 +450,13 @@ class Telemetry:
             log.exception("handling message on %s", msg.topic)
 
     def _publish_discovery(self) -> None:
-        for topic, cfg in discovery.configs(self.topics, __version__).items():
+        docs = discovery.configs(self.topics, __version__, self._labels)
+        for topic, cfg in docs.items():
             data = _dumps(cfg)
             self._keep(lambda t=topic, d=data: self.spool.put(t, d, 1, True, prio=PRIO_HIGH, replace=True))
+        for gone in sorted(self._discovery_topics - docs.keys()):  # an empty config removes the entity
+            self._keep(lambda t=gone: self.spool.put(t, b"", 1, True, prio=PRIO_HIGH, replace=True))
+        self._discovery_topics = set(docs)
 
     # --- threads -------------------------------------------------------------------------------------
     def _send_loop(self) -> None:

@@ -1,4 +1,5 @@
-"""Store-and-forward spool: SQLite (WAL) outbox for QoS 1 messages, plus the persisted detections seq.
+"""Store-and-forward spool: SQLite (WAL) outbox for QoS 1 messages, plus the persisted seq counters
+(`seq` of the detections topic, `events_seq` of the events topic: each gap-free on its own).
 
 A message is written here before it is handed to paho and deleted when its PUBACK arrives, so a
 broker outage or a crash (kill -9) loses nothing while the spool has room. Bounded by count
@@ -44,6 +45,7 @@ log = logging.getLogger("lookout.telemetry.spool")
 DropPolicy = Literal["drop_oldest", "drop_newest"]
 PRIO_HIGH = 0  # status and command replies: jump the backlog (other topics, so per-topic order holds)
 PRIO_NORMAL = 1
+SEQ_COUNTERS = ("seq", "events_seq")  # one persisted, gap-free counter per topic that carries a seq
 
 # drop reasons (`drop_reasons` keys)
 DROP_MAX_MESSAGES = "max_messages"
@@ -250,17 +252,26 @@ class Spool:
         only the newest matters); superseded messages are not counted as dropped.
         SpoolWriteError (nothing stored) when the write fails.
         """
-        return self._put(topic, lambda _seq: payload, qos, retain, prio, replace, correlation, False)[0]
+        return self._put(topic, lambda _seq: payload, qos, retain, prio, replace, correlation, None)[0]
 
     def put_seq(
-        self, topic: str, make_payload: Callable[[int], bytes], qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        make_payload: Callable[[int], bytes],
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        counter: str = "seq",
     ) -> tuple[int | None, int]:
-        """Allocate the next seq and store `make_payload(seq)` in the same transaction: (id, seq).
+        """Allocate the next value of `counter` (SEQ_COUNTERS) and store `make_payload(seq)` in the same
+        transaction: (id, seq).
 
         The seq is consumed even when the message is not stored (drop_newest, or a failed write whose
         SpoolWriteError carries it), so the consumer sees the gap and no seq is ever used twice.
         """
-        return self._put(topic, make_payload, qos, retain, PRIO_NORMAL, False, None, True)
+        if counter not in SEQ_COUNTERS:
+            raise ValueError(f"unknown seq counter {counter!r}; expected one of {SEQ_COUNTERS}")
+        return self._put(topic, make_payload, qos, retain, PRIO_NORMAL, False, None, counter)
 
     def _put(
         self,
@@ -271,14 +282,14 @@ class Spool:
         prio: int,
         replace: bool,
         correlation: bytes | None,
-        with_seq: bool,
+        counter: str | None,
     ) -> tuple[int | None, int]:
         with self._lock:
             self._check_open()
             seq = 0
-            if with_seq:
-                seq = self._counts["seq"] = self._counts.get("seq", 0) + 1  # consumed, whatever follows
-                self._dirty.add("seq")
+            if counter is not None:
+                seq = self._counts[counter] = self._counts.get(counter, 0) + 1  # consumed, whatever follows
+                self._dirty.add(counter)
             payload = make_payload(seq)
             if not self._room_for_new() and not (self._rescue_checkpoint() and self._room_for_new()):
                 self._mirror.write(self._counts)
@@ -399,8 +410,12 @@ class Spool:
 
     @property
     def last_seq(self) -> int:
-        """The last seq allocated (0 before the first)."""
+        """The last detections seq allocated (0 before the first)."""
         return self._counts.get("seq", 0)
+
+    def last_of(self, counter: str) -> int:
+        """The last value allocated from `counter` (0 before the first)."""
+        return self._counts.get(counter, 0)
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""The MQTT topic contract: `<prefix>/<device_id>/{status,detections,metrics,bench,cmd/<verb>[/reply]}`.
+"""The MQTT topic contract: `<prefix>/<device_id>/{status,detections,metrics,bench,events,presence,snapshot,
+cmd/<verb>[/reply]}`.
 
 Device side: `Topics("cam-1").detections`. Monitor side: `wildcard("status")` -> `lookout/+/status`,
 `wildcard("metrics", share_group="fleet")` -> `$share/fleet/lookout/+/metrics`, and `parse(topic)`.
@@ -13,7 +14,7 @@ from typing import NamedTuple
 from app.errors import ConfigError
 
 DEFAULT_PREFIX = "lookout"
-KINDS = ("status", "detections", "metrics", "bench")
+KINDS = ("status", "detections", "metrics", "bench", "events", "presence", "snapshot")
 VERBS = ("swap", "bench", "config")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _VERB = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -67,6 +68,19 @@ class Topics:
         return f"{self.base}/bench"
 
     @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    @property
+    def presence(self) -> str:
+        return f"{self.base}/presence"
+
+    @property
+    def snapshot(self) -> str:
+        """A bare JPEG (retained), not JSON."""
+        return f"{self.base}/snapshot"
+
+    @property
     def cmd_filter(self) -> str:
         """Subscription filter for every command verb: `<prefix>/<id>/cmd/+`."""
         return f"{self.base}/cmd/+"
@@ -86,7 +100,7 @@ class Topics:
 
 
 def wildcard(kind: str, prefix: str = DEFAULT_PREFIX, share_group: str | None = None) -> str:
-    """Filter matching `kind` for every device: status|detections|metrics|bench|cmd|cmd_reply|all.
+    """Filter matching `kind` for every device: one of KINDS, cmd, cmd_reply or all.
 
     With `share_group`, an MQTT 5 shared subscription (`$share/<group>/...`) so monitors split the load.
     """
@@ -100,7 +114,7 @@ def wildcard(kind: str, prefix: str = DEFAULT_PREFIX, share_group: str | None = 
 
 class ParsedTopic(NamedTuple):
     device_id: str
-    kind: str  # status | detections | metrics | bench | cmd | cmd_reply
+    kind: str  # one of KINDS, cmd or cmd_reply
     verb: str | None  # the command verb for cmd and cmd_reply, else None
 
 

@@ -242,6 +242,7 @@ topic read lookout/#
 pattern readwrite lookout/%u/#
 pattern write homeassistant/sensor/%u/#
 pattern write homeassistant/binary_sensor/%u/#
+pattern write homeassistant/camera/%u/#
 pattern read homeassistant/status
 """
 
