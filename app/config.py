@@ -210,6 +210,41 @@ class SpoolConfig(Strict):
     drop_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
 
 
+class EventsConfig(Strict):
+    """Presence per label from the detections: events, the retained presence state, Home Assistant."""
+
+    enabled: bool = True
+    labels: list[str] | None = Field(
+        default=None, description="labels to track; default: every label of the model"
+    )
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="detections below this score do not count (default: all)"
+    )
+    start_frames: int = Field(
+        default=3, ge=1, description="K: seen in K of the last N frames starts presence"
+    )
+    window_frames: int = Field(default=5, ge=1, le=100, description="N: the window of frames")
+    end_after_s: float = Field(default=2.0, ge=0, description="T: presence ends after T s unconfirmed")
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> EventsConfig:
+        if self.start_frames > self.window_frames:
+            raise ValueError(
+                f"start_frames ({self.start_frames}) must not exceed window_frames ({self.window_frames})"
+            )
+        return self
+
+
+class SnapshotConfig(Strict):
+    """A JPEG of the frame at each presence start, retained on the snapshot topic."""
+
+    enabled: bool = True
+    boxes: bool = Field(default=True, description="draw the boxes of the detections that count")
+    max_kb: int = Field(default=100, ge=4, le=10_000, description="JPEG quality steps down to fit")
+    save: bool = Field(default=False, description="also keep them under <state_dir>/snapshots")
+    keep: int = Field(default=100, ge=1, description="with save: how many files to keep (newest)")
+
+
 class BenchConfig(Strict):
     min_queries: int = Field(default=300, ge=1, description="MLPerf single-stream: minimum timed queries")
     min_duration_s: float = Field(default=0.0, ge=0, description="minimum timed duration")
@@ -268,6 +303,8 @@ class LookoutConfig(Strict):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
 
     @field_validator("runtime", mode="plain")

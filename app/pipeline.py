@@ -9,7 +9,8 @@ overlaps inference of this one; decode and publish overlap the next inference. F
 hand-off to inference keeps only the freshest frame (stale frames are dropped and counted), so latency
 stays bounded when inference is slower than the camera. For a file read as fast as possible it applies
 back-pressure instead, so no frame is skipped. Each frame carries perf_counter_ns timestamps; stage
-durations go into the latency histograms.
+durations go into the latency histograms. The source frame travels with its job by reference, so the
+sink can take a snapshot of it without a copy per frame; sources return a fresh array per read.
 
 Liveness (what feeds the systemd watchdog): each thread records whether it is inside a call (a read,
 an inference, a decode, a publish) and since when, or waiting on purpose (for the next frame slot under
@@ -50,6 +51,7 @@ class Job:
     t_capture1: int
     t_pre1: int
     source: str = ""
+    frame: np.ndarray | None = None  # the source frame, referenced (not copied) for snapshots
     t_infer0: int = 0
     t_infer1: int = 0
     outputs: list[np.ndarray] = field(default_factory=list)
@@ -82,6 +84,7 @@ class FrameResult:
     detections: list[Detection]
     latency_ms: dict[str, float]
     source: str = ""  # image file name for an image folder, the URI otherwise
+    frame: np.ndarray | None = None  # the source frame (BGR), a reference: copy before changing it
 
 
 class Pipeline:
@@ -230,7 +233,7 @@ class Pipeline:
                 t2 = time.perf_counter_ns()
                 name = getattr(self.source, "frame_source", "")
                 act.wait()  # a full channel waits for inference, which has its own activity
-                self._to_infer.put(Job(index, ts, engine, tensor, transform, t0, t1, t2, name))
+                self._to_infer.put(Job(index, ts, engine, tensor, transform, t0, t1, t2, name, frame))
                 index += 1
         except Exception as exc:
             self._record_error("capture", exc)
@@ -300,6 +303,7 @@ class Pipeline:
                     detections,
                     latency_ms,
                     job.source,
+                    job.frame,
                 )
                 act.enter("publish", t6)
                 try:

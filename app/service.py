@@ -28,6 +28,7 @@ from app.telemetry import contract
 from app.telemetry.spool import ensure_state_dir
 
 if TYPE_CHECKING:
+    from app.events.recorder import EventRecorder
     from app.measure.device import DeviceMeasurements
     from app.telemetry.mqtt import Telemetry
 
@@ -69,6 +70,7 @@ class Service:
         self.telemetry: Telemetry | None = None
         self.pipeline: Pipeline | None = None
         self.controller: Controller | None = None
+        self.events: EventRecorder | None = None
         self.detections_published = 0
         self.results: Any = None  # app.results_jsonl.JsonlWriter when --output is given
         self._stop = threading.Event()
@@ -122,6 +124,16 @@ class Service:
                 command_handler=controller.handle,
             )
             self.status.telemetry = controller.telemetry = self.telemetry
+            if cfg.events.enabled:
+                from app.events.recorder import EventRecorder
+
+                self.events = EventRecorder(
+                    cfg.events,
+                    cfg.snapshot,
+                    self.telemetry,
+                    cfg.state_dir,
+                    model_labels=lambda: pipeline.engine.decoder.labels,
+                ).start()
             self.telemetry.start()
 
         self.status.publish()
@@ -138,6 +150,8 @@ class Service:
             measured.stop()
             if self.results is not None:
                 self.results.close()
+            if self.events is not None:
+                self.events.close()  # ends every presence; before telemetry flushes the spool
         report = build_report(
             device_id=cfg.device_id,
             pipeline=pipeline,
@@ -149,6 +163,8 @@ class Service:
             detections_published=self.detections_published,
             started_at=self.status.started_at,
         )
+        if self.events is not None:
+            report["events"] = self.events.stats()
         if self.telemetry is not None:
             self._publish_metrics(measured)
             self.telemetry.stop(final_state="stopped")
@@ -198,6 +214,8 @@ class Service:
             if stall is None:
                 watchdog.beat()
             self.status.on_stall(stall)
+            if self.events is not None:
+                self.events.expire()  # presence ends on time even when frames stop coming
             # the interval is read each time: a `config` command changes it from the next tick on
             if time.monotonic() - last_metrics >= settings.metrics_interval_s:
                 last_metrics = time.monotonic()
@@ -208,6 +226,8 @@ class Service:
 
     def _sink(self, result: FrameResult) -> None:
         """One call per processed frame, on the pipeline's post thread."""
+        if self.events is not None:
+            self.events.on_frame(result)  # every frame, empty ones too: absence ends presence
         if self.results is not None:
             self.results.write(result)
         settings = self.controller.settings if self.controller else None

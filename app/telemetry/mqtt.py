@@ -88,6 +88,7 @@ class Telemetry:
         self._status: dict[str, Any] | None = None
         self._labels: tuple[str, ...] = ()  # tracked labels: Home Assistant entities per label
         self._discovery_topics: set[str] = set()
+        self._discovery_lock = threading.Lock()  # network thread (connect) and set_labels
         self._client = self._make_client(client_id or f"lookout-{device_id}")
         # sender state: row ids handed to paho and not yet acknowledged; mid -> row id
         self._map_lock = threading.Lock()
@@ -450,13 +451,16 @@ class Telemetry:
             log.exception("handling message on %s", msg.topic)
 
     def _publish_discovery(self) -> None:
-        docs = discovery.configs(self.topics, __version__, self._labels)
-        for topic, cfg in docs.items():
-            data = _dumps(cfg)
-            self._keep(lambda t=topic, d=data: self.spool.put(t, d, 1, True, prio=PRIO_HIGH, replace=True))
-        for gone in sorted(self._discovery_topics - docs.keys()):  # an empty config removes the entity
-            self._keep(lambda t=gone: self.spool.put(t, b"", 1, True, prio=PRIO_HIGH, replace=True))
-        self._discovery_topics = set(docs)
+        with self._discovery_lock:
+            docs = discovery.configs(self.topics, __version__, self._labels)
+            for topic, cfg in docs.items():
+                data = _dumps(cfg)
+                self._keep(
+                    lambda t=topic, d=data: self.spool.put(t, d, 1, True, prio=PRIO_HIGH, replace=True)
+                )
+            for gone in sorted(self._discovery_topics - docs.keys()):  # empty config: entity removed
+                self._keep(lambda t=gone: self.spool.put(t, b"", 1, True, prio=PRIO_HIGH, replace=True))
+            self._discovery_topics = set(docs)
 
     # --- threads -------------------------------------------------------------------------------------
     def _send_loop(self) -> None:
