@@ -33,10 +33,13 @@ from app.telemetry.broker_url import parse_broker_url
 
 log = logging.getLogger(__name__)
 
-KINDS = ("status", "metrics", "detections", "bench")
+KINDS = ("status", "metrics", "detections", "bench", "events", "presence", "snapshot")
 SHARED_KINDS = ("metrics", "detections")  # retained kinds are never sent on shared subscriptions
-RETAINED_KINDS = ("status", "bench")  # at QoS 0: mosquitto's QoS 1 queue limit drops retained state
+# at QoS 0: mosquitto's QoS 1 queue limit drops retained state
+RETAINED_KINDS = ("status", "bench", "presence", "snapshot")
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"  # mosquitto: dropped by queue limits, all clients
+MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass
@@ -75,7 +78,8 @@ class MonitorStats:
 
 
 class Monitor:
-    """Subscribes to lookout/+/{status,metrics,detections,bench}; `handle()` is the whole ingest path."""
+    """Subscribes to lookout/+/{status,metrics,detections,bench,events,presence,snapshot}; `handle()` is
+    the whole ingest path. Events and presence (a few per minute) are always fully validated."""
 
     def __init__(
         self,
@@ -121,6 +125,9 @@ class Monitor:
             self._malformed("topic", None, f"unexpected topic {topic[:120]!r}")
             return
         dev, kind = parsed.device_id, parsed.kind
+        if kind == "snapshot":  # a bare JPEG, not JSON
+            self._snapshot(dev, payload, now)
+            return
         try:
             data = contract.loads(payload)
         except (
@@ -157,6 +164,21 @@ class Monitor:
         elif isinstance(msg, contract.Bench):
             self.registry.apply_bench(dev, msg, now)
             self._save_bench(dev, raw, now)
+        elif isinstance(msg, contract.Event):
+            self.registry.apply_event(dev, msg, now)
+        elif isinstance(msg, contract.Presence):
+            self.registry.apply_presence(dev, msg, now)
+
+    def _snapshot(self, dev: str, jpeg: bytes, now: float) -> None:
+        """Keep a device's latest snapshot if it is a JPEG of bounded size (an empty retained message
+        clears it); anything else is counted as malformed and never served."""
+        if jpeg and (not jpeg.startswith(JPEG_MAGIC) or len(jpeg) > MAX_SNAPSHOT_BYTES):
+            why = "not a JPEG" if not jpeg.startswith(JPEG_MAGIC) else f"{len(jpeg)} bytes"
+            self._malformed("snapshot", dev, f"snapshot of {dev}: {why}")
+            return
+        self.stats.received["snapshot"] += 1
+        self.stats.last_rx = now
+        self.registry.apply_snapshot(dev, bytes(jpeg) or None, now)
 
     def _add_lag(self, now: float, ts: float) -> None:
         lag_ms = (now - ts) * 1000.0

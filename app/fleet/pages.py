@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from app.fleet import svg
 from app.fleet.history import PANELS, WINDOWS, Event
-from app.fleet.table import COLUMNS, is_simulated, num
+from app.fleet.table import COLUMNS, event_text, is_simulated, num, presence_text
 from app.fleet.view import SORT_KEYS
 from app.inert import html_text
 
@@ -97,11 +97,32 @@ def fleet_page(view: dict[str, Any], sort: str) -> str:
         f"<p id='summary' class='summary'>{e(view['summary'])}</p>"
         f"<table id='fleet' class='fleet' data-sort='{e(sort)}'><thead><tr>{''.join(head)}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>{empty}"
+        f"<h2>Latest snapshots</h2><div id='snapshots' class='snapshots'>{_gallery(view['snapshots'])}</div>"
         "<p class='muted small'>Live: updates every second over server-sent events. Power marked "
         "<em>sim</em> is simulated, not measured; — is not measured (null). JSON: "
         "<a href='/api/devices'>/api/devices</a> · Prometheus: <a href='/metrics'>/metrics</a></p>",
         nav="/",
     )
+
+
+def snapshot_url(device_id: str, t: Any) -> str:
+    """The device's latest snapshot; `t` (when it was received) makes a new one a new URL."""
+    return f"/devices/{quote(device_id, safe='')}/snapshot.jpg?t={quote(str(t), safe='')}"
+
+
+def _figure(shot: dict[str, Any]) -> str:
+    dev = shot["id"]
+    return (
+        f"<figure data-id='{e(dev)}' data-t='{e(shot['t'])}'><a href='/devices/{quote(dev, safe='')}'>"
+        f"<img src='{e(snapshot_url(dev, shot['t']))}' alt='latest snapshot of {e(dev)}' width='320' height='240'>"
+        f"</a><figcaption><b>{e(dev)}</b> <span>{e(shot['caption'])}</span></figcaption></figure>"
+    )
+
+
+def _gallery(shots: list[dict[str, Any]]) -> str:
+    if not shots:
+        return "<p class='muted' id='nosnapshots'>No device has published a snapshot yet (one is taken when a label's presence starts).</p>"
+    return "".join(_figure(s) for s in shots)
 
 
 # ---- one device -----------------------------------------------------------------------------------
@@ -128,6 +149,20 @@ def _facts(row: dict[str, Any] | None, rows: list[dict[str, Any]]) -> str:
         )
     cells = "".join(f"<div><dt>{e(k)}</dt><dd>{e(v if v is not None else '—')}</dd></div>" for k, v in items)
     return f"<dl class='facts'>{cells}</dl>"
+
+
+def _presence(row: dict[str, Any] | None) -> str:
+    """What the camera sees now, its last event and its latest snapshot."""
+    if row is None:
+        return ""
+    text = f"present: {presence_text(row.get('presence'))} · last event: {event_text(row.get('last_event'))}"
+    img = "<p class='muted'>No snapshot yet (one is taken when a label's presence starts).</p>"
+    if row.get("snapshot_at"):
+        img = (
+            f"<img class='snapshot' src='{e(snapshot_url(row['device_id'], row['snapshot_at']))}' "
+            f"alt='latest snapshot of {e(row['device_id'])}' width='480' height='360'>"
+        )
+    return f"<h2>What the camera sees</h2><section class='presence'><p>{e(text)}</p>{img}</section>"
 
 
 def _bench_table(bench: dict[str, Any] | None) -> str:
@@ -183,10 +218,12 @@ def device_page(
     ]
     if hist is None:
         parts.append(_facts(row, []))
+        parts.append(_presence(row))
         parts.append("<p class='muted'>This monitor keeps no history (start it with <code>--db</code>).</p>")
     else:
         rows = hist["rows"]
         parts.append(_facts(row, rows))
+        parts.append(_presence(row))
         has_metrics = any(r.get("fps") is not None or r.get("infer_p90_ms") is not None for r in rows)
         evts = _events(hist)
         monitors = ", ".join(hist["monitors"]) or "—"

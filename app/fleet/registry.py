@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.fleet.window import RateWindow
-from app.telemetry.contract import Bench, Metrics, Status, Throttling
+from app.telemetry.contract import Bench, Event, Metrics, Presence, Status, Throttling
 
 INFER_STAGES = ("infer", "inference", "runtime", "invoke")  # latency_ms stage names taken as inference
 ONLINE_STATES = ("online", "degraded")
@@ -84,6 +84,13 @@ class DeviceState:
     malformed: int = 0
     unsupported_version: int = 0
     bench: Bench | None = None
+    presence: dict | None = None  # label -> {count, max_score, started_at}; None: never published
+    last_event: dict | None = None
+    events_seq_last: int | None = None
+    events_seq_gaps: int = 0
+    n_events: int = 0
+    snapshot: bytes | None = None  # the latest JPEG, as received
+    snapshot_at: float | None = None  # when it was received (monitor clock)
     dirty: bool = False
     det_window: RateWindow = field(default_factory=RateWindow)
     msg_window: RateWindow = field(default_factory=RateWindow)
@@ -173,6 +180,42 @@ class Registry:
             d.last_seen = now
             d.dirty = True
 
+    def apply_event(self, device_id: str, e: Event, now: float) -> None:
+        """The latest event (start/update/end of a label's presence) and the events seq's gaps."""
+        with self.lock:
+            d = self._get(device_id)
+            seq, last = e.seq, d.events_seq_last
+            if last is None or seq > last:
+                if self.track_seq and last is not None and seq > last + 1:
+                    d.events_seq_gaps += seq - last - 1
+                d.events_seq_last = seq
+                d.last_event = e.model_dump(include={"seq", "type", "label", "count", "ts", "snapshot"})
+            d.n_events += 1
+            d.last_seen = now
+            d.dirty = True
+
+    def apply_presence(self, device_id: str, p: Presence, now: float) -> None:
+        with self.lock:
+            d = self._get(device_id)
+            d.presence = {label: lp.model_dump() for label, lp in p.present.items()}
+            d.last_seen = now
+            d.dirty = True
+
+    def apply_snapshot(self, device_id: str, jpeg: bytes | None, now: float) -> None:
+        """The device's latest snapshot (None: the retained one was cleared)."""
+        with self.lock:
+            d = self._get(device_id)
+            d.snapshot, d.snapshot_at = jpeg, (now if jpeg else None)
+            d.last_seen = now
+
+    def snapshot_jpeg(self, device_id: str) -> tuple[bytes, float] | None:
+        """(JPEG, received at) of a device's latest snapshot, or None."""
+        with self.lock:
+            d = self.devices.get(device_id)
+            if d is None or d.snapshot is None or d.snapshot_at is None:
+                return None
+            return d.snapshot, d.snapshot_at
+
     def count_malformed(self, device_id: str | None) -> None:
         if device_id is None:
             return
@@ -240,6 +283,7 @@ class Registry:
                 "metrics": d.n_metrics,
                 "detections": d.n_detections,
                 "bench": d.n_bench,
+                "events": d.n_events,
             },
             "malformed": d.malformed,
             "unsupported_version": d.unsupported_version,
@@ -248,6 +292,14 @@ class Registry:
             "last_seen": round(d.last_seen, 3) if d.last_seen else None,
             "age_s": round(now - d.last_seen, 1) if d.last_seen else None,
             "bench_runtimes": bench_runtimes,
+            "presence": d.presence,
+            "last_event": (
+                None
+                if d.last_event is None
+                else d.last_event | {"age_s": round(max(0.0, now - d.last_event["ts"]), 1)}
+            ),
+            "events_seq_gaps": d.events_seq_gaps if self.track_seq else None,
+            "snapshot_at": d.snapshot_at,
             "alerts": self.alerts(d, now),
         }
 

@@ -48,6 +48,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("temp °C", "temp_c", True),
     Column("spool", "spool_depth", True),
     Column("det/min", "detections_per_min", True),
+    Column("present", "presence", False),
+    Column("last event", "last_event", False),
     Column("gaps", "seq_gaps", True),
     Column("seen", "age_s", True),
     Column("alerts", "alerts", False),
@@ -66,6 +68,25 @@ def num(v: Any, fmt: str = ".1f") -> str:
 
 def is_simulated(source: Any) -> bool:
     return str(source or "").startswith("simulated")
+
+
+def presence_text(presence: Any) -> str:
+    """`face 2, person 1` from a presence {label: {count, ...}} (`face ending`: count 0, end pending);
+    "none" when empty, — when unknown."""
+    if not isinstance(presence, dict):
+        return "—"
+    items = []
+    for label, v in sorted(presence.items()):
+        count = v.get("count") if isinstance(v, dict) else None
+        items.append(f"{label} ending" if count == 0 else f"{label} {num(count, 'd')}")
+    return ", ".join(items) or "none"
+
+
+def event_text(event: Any) -> str:
+    """`face end, 12 s ago` from a registry row's last_event; — when there was none."""
+    if not isinstance(event, dict):
+        return "—"
+    return f"{event.get('label')} {event.get('type')}, {num(event.get('age_s'), '.0f')} s ago"
 
 
 def row_tone(row: dict[str, Any]) -> str:
@@ -98,6 +119,8 @@ def cells(row: dict[str, Any]) -> list[Cell]:
         Cell(num(row.get("temp_c")), "bad" if hot else ""),
         Cell(num(row.get("spool_depth"), "d"), "bad" if row.get("spool_growing") else ""),
         Cell(num(row.get("detections_per_min"), "d")),
+        Cell(presence_text(row.get("presence")), "accent" if row.get("presence") else ""),
+        Cell(event_text(row.get("last_event"))),
         Cell(num(row.get("seq_gaps"), "d")),
         Cell(f"{num(row.get('age_s'), '.0f')} s"),
         Cell(", ".join(alerts), "bad" if alerts else ""),

@@ -33,7 +33,7 @@ from app.fleet.prometheus import FleetCollector, exposition
 from app.fleet.registry import Registry
 from app.fleet.runtimes import bench_rows, compare
 from app.fleet.store import Store
-from app.fleet.table import alert_counts, cells, row_tone, summary
+from app.fleet.table import alert_counts, cells, event_text, row_tone, summary
 from app.fleet.view import sort_rows
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,16 @@ def finite(v: Any) -> Any:
     return v
 
 
+def snapshots(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The devices with a snapshot, in row order: id, when it was received (the image URL's version), and
+    a caption (the last event) — plain text, for the page to write as text."""
+    return [
+        {"id": r["device_id"], "t": r["snapshot_at"], "caption": event_text(r.get("last_event"))}
+        for r in rows
+        if r.get("snapshot_at")
+    ]
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -157,6 +167,7 @@ class FleetApp:
                 {"id": r["device_id"], "tone": row_tone(r), "cells": [[c.text, c.tone] for c in cells(r)]}
                 for r in rows
             ],
+            "snapshots": snapshots(rows),
         }
 
     def known(self, device_id: str) -> dict[str, Any] | None:
@@ -328,6 +339,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, exposition(app.collector), PROM_TYPE)
         if parts == ["runtimes"]:
             return self._html(200, pages.runtimes_page(app.runtimes()))
+        if len(parts) == 3 and parts[0] == "devices" and parts[2] == "snapshot.jpg":
+            shot = app.registry.snapshot_jpeg(parts[1])
+            if shot is None:
+                raise ApiError(404, f"no snapshot from {parts[1]!r}")
+            return self._send(200, shot[0], "image/jpeg")
         if len(parts) == 2 and parts[0] == "devices":
             since = (query.get("since") or ["24h"])[0]
             row = app.known(parts[1])

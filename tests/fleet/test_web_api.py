@@ -149,7 +149,9 @@ def test_metrics_are_in_base_units_and_power_only_where_measured(server) -> None
         "cam-b": 1,
     }
     received = {s.labels["kind"]: s.value for s in fams["lookout_fleet_messages_received"].samples}
-    assert received == {"bench": 0, "detections": 3, "metrics": 2, "status": 2}
+    assert received == {"bench": 0, "detections": 3, "metrics": 2, "status": 2} | dict.fromkeys(
+        ("events", "presence", "snapshot"), 0
+    )
     assert fams["lookout_fleet_history_rows"].samples[0].value == 2
 
 

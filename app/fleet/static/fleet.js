@@ -1,6 +1,7 @@
 // Lookout fleet: keeps the fleet table live from /events (server-sent events). The server sends
 // display-ready cells (texts and tones); this script only writes them with textContent, so nothing a
-// device sends can become markup. Pages without the fleet table only get the connection marker.
+// device sends can become markup (snapshot images are served by this server, as image/jpeg, from
+// what the monitor received). Pages without the fleet table only get the connection marker.
 "use strict";
 (function () {
   const table = document.getElementById("fleet");
@@ -53,6 +54,45 @@
       body.appendChild(tr);
     }
     table.replaceChild(body, table.tBodies[0]);
+    gallery(view.snapshots || []);
+  }
+
+  function snapshotUrl(id, t) {
+    return "/devices/" + encodeURIComponent(id) + "/snapshot.jpg?t=" + encodeURIComponent(String(t));
+  }
+
+  function figure(id) {
+    const fig = document.createElement("figure");
+    fig.dataset.id = id;
+    const a = document.createElement("a");
+    a.href = "/devices/" + encodeURIComponent(id);
+    const img = document.createElement("img");
+    img.width = 320;
+    img.height = 240;
+    img.alt = "latest snapshot of " + id;
+    a.appendChild(img);
+    const cap = document.createElement("figcaption");
+    const b = document.createElement("b");
+    b.textContent = id;
+    cap.append(b, " ", document.createElement("span"));
+    fig.append(a, cap);
+    return fig;
+  }
+
+  // The latest snapshot per device: a new image only when the monitor received a new one.
+  function gallery(shots) {
+    const box = document.getElementById("snapshots");
+    if (!box || !shots.length) return;
+    const have = new Map(Array.from(box.querySelectorAll("figure")).map((f) => [f.dataset.id, f]));
+    box.replaceChildren(...shots.map((s) => {
+      const fig = have.get(s.id) || figure(s.id);
+      if (fig.dataset.t !== String(s.t)) {
+        fig.dataset.t = String(s.t);
+        fig.querySelector("img").src = snapshotUrl(s.id, s.t);
+      }
+      fig.querySelector("figcaption span").textContent = s.caption;
+      return fig;
+    }));
   }
 
   const source = new EventSource("/events?sort=" + encodeURIComponent(sort));
