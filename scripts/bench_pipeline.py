@@ -5,8 +5,14 @@
    possible. Target: pipeline fps >= 0.90 x the bare invoke rate (invoke on a prepared tensor, tight loop).
 2. Decode and invoke comparable: BlazeFace short (128x128), LiteRT, 1 thread. Target: pipeline fps >=
    1.25 x a straightforward sequential loop (read -> preprocess -> invoke -> decode, one frame at a time).
+3. Events and snapshots: BlazeFace short, the same pipeline with the event recorder as its sink (presence
+   per frame; at each start a JPEG snapshot, events and the presence state written to a real spool by
+   an unconnected Telemetry) against the pipeline with an empty sink. Target: >= 0.97 (< 3 % of fps).
+   end_after_s is short so that every pass of the looping demo (300 frames) ends and starts a presence:
+   one snapshot per 300 frames, the rate of the demo played at its own speed.
 
-Each figure is the median of --repeats interleaved runs. Usage: python scripts/bench_pipeline.py [--json F]
+Each figure is the median of --repeats interleaved runs.
+Usage: python scripts/bench_pipeline.py [--repeats N] [--cases invoke,decode,events] [--json F]
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -68,9 +75,10 @@ def sequential_fps(engine, frames: int) -> float:
     return fps
 
 
-def pipeline_fps(engine, frames: int) -> float:
+def pipeline_fps(engine, frames: int, sink=None) -> float:
     src = source(demo_video_path())
-    pipe = Pipeline(src, engine, lambda r: None, StageHistograms(STAGES), live=False, max_frames=frames)
+    sink = sink or (lambda r: None)
+    pipe = Pipeline(src, engine, sink, StageHistograms(STAGES), live=False, max_frames=frames)
     t0 = time.perf_counter()
     pipe.start()
     pipe.join()
@@ -100,16 +108,73 @@ def compare(model: str, ref_name: str, reference, frames: int, repeats: int, tar
     return case
 
 
+def events_fps(engine, frames: int, state_dir: Path) -> tuple[float, dict]:
+    """Pipeline fps with the event recorder as the sink, publishing into a real spool (no broker)."""
+    from app.config import EventsConfig, MqttConfig, SnapshotConfig, SpoolConfig
+    from app.events.recorder import EventRecorder
+    from app.telemetry.mqtt import Telemetry
+
+    tele = Telemetry(MqttConfig(url="mqtt://127.0.0.1:9"), SpoolConfig(), "bench", state_dir)
+    rec = EventRecorder(
+        EventsConfig(end_after_s=0.02), SnapshotConfig(), tele, model_labels=lambda: engine.decoder.labels
+    ).start()
+    try:
+        fps = pipeline_fps(engine, frames, rec.on_frame)
+    finally:
+        rec.close()
+        tele.spool.close()
+    return fps, rec.stats()
+
+
+def snapshot_cost(frames: int, repeats: int) -> dict:
+    """Pipeline fps with events + snapshots against an empty sink, interleaved, medians."""
+    engine = engine_for("blazeface-short", 1)
+    plain, with_events, stats = [], [], []
+    try:
+        with tempfile.TemporaryDirectory(prefix="lookout-bench-") as tmp:
+            for i in range(repeats):
+                plain.append(pipeline_fps(engine, frames))
+                fps, st = events_fps(engine, frames, Path(tmp) / str(i))
+                with_events.append(fps)
+                stats.append(st)
+    finally:
+        engine.close()
+    case = {
+        "model": "blazeface-short",
+        "pipeline_fps": round(statistics.median(plain), 1),
+        "with_events_and_snapshots_fps": round(statistics.median(with_events), 1),
+        "snapshots_per_run": statistics.median(s["snapshots"] for s in stats),
+        "events_per_run": statistics.median(s["events"] for s in stats),
+        "snapshot_encode_ms": round(statistics.median(s["snapshot_encode_ms"] or 0.0 for s in stats), 2),
+        "snapshot_kb": round(
+            statistics.median(s["snapshot_bytes"] / max(1, s["snapshots"]) for s in stats) / 1024, 1
+        ),
+    }
+    case["ratio"] = round(case["with_events_and_snapshots_fps"] / case["pipeline_fps"], 3)
+    case["target"] = ">= 0.97"
+    return case
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cases", default="invoke,decode,events", help="which cases, comma-separated")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    cases = set(args.cases.split(","))
     demo_video_path()  # generate once, outside the timings
 
-    case1 = compare("blazeface-back", "bare_invoke_fps", bare_invoke_fps, 600, args.repeats, ">= 0.90")
-    case2 = compare("blazeface-short", "sequential_fps", sequential_fps, 2000, args.repeats, ">= 1.25")
-    result = {"invoke_bound": case1, "decode_comparable": case2}
+    result = {}
+    if "invoke" in cases:
+        result["invoke_bound"] = compare(
+            "blazeface-back", "bare_invoke_fps", bare_invoke_fps, 600, args.repeats, ">= 0.90"
+        )
+    if "decode" in cases:
+        result["decode_comparable"] = compare(
+            "blazeface-short", "sequential_fps", sequential_fps, 2000, args.repeats, ">= 1.25"
+        )
+    if "events" in cases:
+        result["events_snapshots"] = snapshot_cost(3000, args.repeats)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
