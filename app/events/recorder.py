@@ -43,7 +43,7 @@ class EventPublisher(Protocol):
     def publish_event(self, payload: dict[str, Any]) -> int: ...
     def publish_presence(self, payload: dict[str, Any]) -> None: ...
     def publish_snapshot(self, jpeg: bytes) -> None: ...
-    def set_labels(self, labels: list[str]) -> None: ...
+    def set_labels(self, labels: list[str], *, camera: bool = False) -> None: ...
 
 
 def presence_rules(cfg: EventsConfig) -> PresenceRules:
@@ -114,16 +114,21 @@ class EventRecorder:
         self.encode_ms: list[float] = []
 
     def start(self) -> EventRecorder:
-        self.publisher.set_labels(tracked_labels(self.events_cfg, self.model_labels()))
+        self._announce()
         self._thread.start()
         return self
+
+    def _announce(self) -> None:
+        """Tell the publisher what there is to show (Home Assistant entities)."""
+        labels = tracked_labels(self.events_cfg, self.model_labels())
+        self.publisher.set_labels(labels, camera=self.snapshots.enabled)
 
     # --- producers -------------------------------------------------------------------------------
     def on_frame(self, result: FrameResult) -> None:
         """One processed frame (post thread): the presence step; queue what changed."""
         if result.model != self._model:  # first frame, or the first after a hot swap
             if self._model is not None:
-                self.publisher.set_labels(tracked_labels(self.events_cfg, self.model_labels()))
+                self._announce()
             self._model = result.model
         with self._lock:
             changes = self.tracker.observe(result.ts, result.detections)

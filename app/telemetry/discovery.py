@@ -1,8 +1,9 @@
 """Home Assistant MQTT discovery: one HA device per Lookout device.
 
 Entities: sensors for fps, p90 inference latency, power and temperature (metrics topic); a connectivity
-binary sensor (status topic); per tracked label an `occupancy` binary sensor and a count sensor (the
-retained presence topic); a camera showing the latest event snapshot (snapshot topic, raw JPEG).
+binary sensor (status topic); with events on, per tracked label an `occupancy` binary sensor and a count
+sensor (the retained presence topic), and with snapshots on a camera showing the latest event snapshot
+(snapshot topic, raw JPEG).
 Published retained on connect, whenever `homeassistant/status` says `online`, and when the tracked labels
 change (entities of labels no longer tracked are removed with an empty retained config).
 
@@ -60,8 +61,11 @@ def _measured(expr: str) -> str:
     return f"{{{{ 'online' if ({expr}) is number else 'offline' }}}}"
 
 
-def configs(topics: Topics, version: str, labels: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-    """Discovery topic -> config payload for every entity of this device (`labels`: tracked labels)."""
+def configs(
+    topics: Topics, version: str, labels: Sequence[str] = (), *, camera: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Discovery topic -> config payload for every entity of this device (`labels`: tracked labels;
+    `camera`: snapshots are published)."""
     node = node_id(topics.device_id)
     common = {
         "device": {
@@ -144,11 +148,12 @@ def configs(topics: Topics, version: str, labels: Sequence[str] = ()) -> dict[st
             "availability": [device_up],
             **common,
         }
-    out[f"{HA_PREFIX}/camera/{node}/snapshot/config"] = {
-        "name": "Event snapshot",
-        "unique_id": f"lookout_{node}_snapshot",
-        "topic": topics.snapshot,  # raw JPEG bytes: no image_encoding
-        "availability": [device_up],
-        **common,
-    }
+    if camera:
+        out[f"{HA_PREFIX}/camera/{node}/snapshot/config"] = {
+            "name": "Event snapshot",
+            "unique_id": f"lookout_{node}_snapshot",
+            "topic": topics.snapshot,  # raw JPEG bytes: no image_encoding
+            "availability": [device_up],
+            **common,
+        }
     return out

@@ -87,6 +87,7 @@ class Telemetry:
         self.commands = CommandRouter(self.topics, command_handler, self._reply)
         self._status: dict[str, Any] | None = None
         self._labels: tuple[str, ...] = ()  # tracked labels: Home Assistant entities per label
+        self._camera = False  # snapshots are published: a Home Assistant camera entity
         self._discovery_topics: set[str] = set()
         self._discovery_lock = threading.Lock()  # network thread (connect) and set_labels
         self._client = self._make_client(client_id or f"lookout-{device_id}")
@@ -216,12 +217,12 @@ class Telemetry:
         data = bytes(jpeg)
         self._keep(lambda: self.spool.put(self.topics.snapshot, data, 1, True, replace=True))
 
-    def set_labels(self, labels: list[str] | tuple[str, ...]) -> None:
-        """The tracked labels (Home Assistant gets an occupancy and a count entity for each); discovery is
-        published again when they change."""
+    def set_labels(self, labels: list[str] | tuple[str, ...], *, camera: bool = False) -> None:
+        """The tracked labels (Home Assistant gets an occupancy and a count entity for each) and whether
+        snapshots are published (a camera entity); discovery is published again when they change."""
         labels = tuple(labels)
-        if labels != self._labels:
-            self._labels = labels
+        if (labels, camera) != (self._labels, self._camera):
+            self._labels, self._camera = labels, camera
             if self.cfg.homeassistant and self._ready.is_set():
                 self._publish_discovery()
 
@@ -452,7 +453,7 @@ class Telemetry:
 
     def _publish_discovery(self) -> None:
         with self._discovery_lock:
-            docs = discovery.configs(self.topics, __version__, self._labels)
+            docs = discovery.configs(self.topics, __version__, self._labels, camera=self._camera)
             for topic, cfg in docs.items():
                 data = _dumps(cfg)
                 self._keep(

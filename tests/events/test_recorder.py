@@ -44,8 +44,9 @@ class Recorded:
     def publish_snapshot(self, jpeg: bytes) -> None:
         self.calls.append(("snapshot", jpeg))
 
-    def set_labels(self, labels: list[str]) -> None:
+    def set_labels(self, labels: list[str], *, camera: bool = False) -> None:
         self.calls.append(("labels", labels))
+        self.camera = camera
 
     def kinds(self) -> list[str]:
         return [k if k != "event" else f"event:{p['type']}" for k, p in self.calls]
@@ -145,6 +146,7 @@ def test_labels_follow_a_hot_swap(astronaut_face) -> None:
     rec.on_frame(result(2, None, [], model="person-detector"))
     rec.close()
     assert [p for k, p in pub.calls if k == "labels"] == [["face"], ["person"]]
+    assert pub.camera is False  # snapshots off: no camera entity
 
 
 def test_expire_ends_presence_when_frames_stop(astronaut_face) -> None:

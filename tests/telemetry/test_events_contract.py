@@ -104,8 +104,8 @@ def render(template: str, payload: dict) -> str:
     return ImmutableSandboxedEnvironment().from_string(template).render(value_json=payload).strip()
 
 
-def by_topic(labels: list[str]) -> dict[str, dict]:
-    return discovery.configs(Topics("cam.7"), "0.1.0", labels)
+def by_topic(labels: list[str], camera: bool = True) -> dict[str, dict]:
+    return discovery.configs(Topics("cam.7"), "0.1.0", labels, camera=camera)
 
 
 def test_metrics_sensors_are_unavailable_without_a_measurement_never_none() -> None:
@@ -152,6 +152,8 @@ def test_camera_entity_on_the_snapshot_topic() -> None:
     assert cam["topic"] == "lookout/cam.7/snapshot"
     assert "image_encoding" not in cam  # raw JPEG bytes
     assert cam["availability"][0]["topic"] == "lookout/cam.7/status"
+    no_events = by_topic([], camera=False)  # [events] or [snapshot] off: no entities for them
+    assert not [t for t in no_events if "/camera/" in t or "presence_" in t or "count_" in t]
 
 
 def test_too_many_labels_are_capped(caplog: pytest.LogCaptureFixture) -> None:
@@ -166,7 +168,7 @@ def test_events_presence_snapshot_and_label_entities_on_the_wire(
 ) -> None:
     sub = collect(broker, ["lookout/#", "homeassistant/#"])
     t = telemetry(broker.url, device_id="cam-3")
-    t.set_labels(["face"])
+    t.set_labels(["face"], camera=True)
     assert t.wait_connected(10)
     ok, jpeg = cv2.imencode(".jpg", astronaut_bgr)
     assert ok
@@ -193,6 +195,7 @@ def test_events_presence_snapshot_and_label_entities_on_the_wire(
     assert t.stats()["last_events_seq"] == 2
 
     late = collect(broker, ["lookout/cam-3/snapshot", "lookout/cam-3/presence", "homeassistant/#"])
+    late.wait_for("/camera/cam-3/snapshot/config")
     shot = late.wait_for("/snapshot")[0]
     assert shot.retain
     img = cv2.imdecode(np.frombuffer(shot.payload, np.uint8), cv2.IMREAD_COLOR)
@@ -202,7 +205,7 @@ def test_events_presence_snapshot_and_label_entities_on_the_wire(
 
     # the model changes (hot swap): the old label's entities are removed with an empty retained config
     n = len(sub.on("/presence_face/config"))
-    t.set_labels(["person"])
+    t.set_labels(["person"], camera=True)
     sub.wait_for("/presence_person/config")
     gone = sub.wait_for("/presence_face/config", n + 1)[-1]
     assert gone.payload == b""

@@ -88,8 +88,7 @@ def test_every_topic_roundtrips_and_validates(
     assert seqs == [s + seqs[0] for s in range(3)] and sub.seqs() == seqs
     assert [c[0] for c in svc.calls] == ["swap", "bench", "config"]
     assert all(m.json()["ok"] for m in sub.on("/reply"))
-    # 4 sensors + connectivity + the snapshot camera (no labels tracked: no presence entities)
-    assert len([m for m in sub.msgs if m.topic.startswith("homeassistant/")]) == 6
+    assert len([m for m in sub.msgs if m.topic.startswith("homeassistant/")]) == 5  # 4 sensors + connectivity
     st = wait_until(lambda: t.stats()["spool_depth"] == 0 and t.stats(), 10, "the spool to drain")
     assert (
         st["connected"]
@@ -209,7 +208,7 @@ def test_home_assistant_discovery_and_republish(
     sub = collect(broker, ["homeassistant/+/+/+/config"])
     t = telemetry(broker.url, device_id="cam.7")
     assert t.wait_connected(10)
-    first = sub.wait_for("/config", 6)
+    first = sub.wait_for("/config", 5)
     topics = {m.topic for m in first}
     assert topics == {
         "homeassistant/sensor/cam_7/fps/config",
@@ -217,16 +216,15 @@ def test_home_assistant_discovery_and_republish(
         "homeassistant/sensor/cam_7/power_w/config",
         "homeassistant/sensor/cam_7/temp_c/config",
         "homeassistant/binary_sensor/cam_7/connectivity/config",
-        "homeassistant/camera/cam_7/snapshot/config",
     }
     cfgs = [m.json() for m in first]
     assert len({json.dumps(c["device"], sort_keys=True) for c in cfgs}) == 1  # one HA device
     for c in cfgs:
-        assert c.get("state_topic", c.get("topic")) in (t.topics.metrics, t.topics.status, t.topics.snapshot)
-        if c.get("state_topic") != t.topics.status:
+        assert c["state_topic"] in (t.topics.metrics, t.topics.status)
+        if "/sensor/" in c["unique_id"] or c["state_topic"] == t.topics.metrics:
             assert c["availability"][0]["topic"] == t.topics.status
     late = collect(broker, ["homeassistant/#"])
-    assert all(m.retain for m in late.wait_for("/config", 6))
+    assert all(m.retain for m in late.wait_for("/config", 5))
     sub.publish("homeassistant/status", b"offline")
     sub.publish("homeassistant/status", b"online")
     sub.wait_for("/config", 10)
