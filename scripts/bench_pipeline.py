@@ -75,14 +75,17 @@ def sequential_fps(engine, frames: int) -> float:
     return fps
 
 
-def pipeline_fps(engine, frames: int, sink=None) -> float:
+def pipeline_fps(engine, frames: int, sink=None, cpu: list[float] | None = None) -> float:
+    """Frames per second of the pipeline; appends the process CPU seconds per frame to `cpu` if given."""
     src = source(demo_video_path())
     sink = sink or (lambda r: None)
     pipe = Pipeline(src, engine, sink, StageHistograms(STAGES), live=False, max_frames=frames)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pipe.start()
     pipe.join()
     fps = pipe.frames / (time.perf_counter() - t0)
+    if cpu is not None:
+        cpu.append((time.process_time() - c0) / pipe.frames)
     src.close()
     assert pipe.frames == frames, pipe.frames
     return fps
@@ -108,7 +111,7 @@ def compare(model: str, ref_name: str, reference, frames: int, repeats: int, tar
     return case
 
 
-def events_fps(engine, frames: int, state_dir: Path) -> tuple[float, dict]:
+def events_fps(engine, frames: int, state_dir: Path, cpu: list[float]) -> tuple[float, dict]:
     """Pipeline fps with the event recorder as the sink, publishing into a real spool (no broker)."""
     from app.config import EventsConfig, MqttConfig, SnapshotConfig, SpoolConfig
     from app.events.recorder import EventRecorder
@@ -119,7 +122,7 @@ def events_fps(engine, frames: int, state_dir: Path) -> tuple[float, dict]:
         EventsConfig(end_after_s=0.02), SnapshotConfig(), tele, model_labels=lambda: engine.decoder.labels
     ).start()
     try:
-        fps = pipeline_fps(engine, frames, rec.on_frame)
+        fps = pipeline_fps(engine, frames, rec.on_frame, cpu)
     finally:
         rec.close()
         tele.spool.close()
@@ -127,14 +130,16 @@ def events_fps(engine, frames: int, state_dir: Path) -> tuple[float, dict]:
 
 
 def snapshot_cost(frames: int, repeats: int) -> dict:
-    """Pipeline fps with events + snapshots against an empty sink, interleaved, medians."""
+    """Pipeline fps with events + snapshots against an empty sink, interleaved, medians. The process CPU
+    time per frame (every thread, the recorder's worker included) is reported too: other processes on
+    the machine disturb it less than fps."""
     engine = engine_for("blazeface-short", 1)
-    plain, with_events, stats = [], [], []
+    plain, with_events, stats, cpu_plain, cpu_events = [], [], [], [], []
     try:
         with tempfile.TemporaryDirectory(prefix="lookout-bench-") as tmp:
             for i in range(repeats):
-                plain.append(pipeline_fps(engine, frames))
-                fps, st = events_fps(engine, frames, Path(tmp) / str(i))
+                plain.append(pipeline_fps(engine, frames, cpu=cpu_plain))
+                fps, st = events_fps(engine, frames, Path(tmp) / str(i), cpu_events)
                 with_events.append(fps)
                 stats.append(st)
     finally:
@@ -152,6 +157,9 @@ def snapshot_cost(frames: int, repeats: int) -> dict:
     }
     case["ratio"] = round(case["with_events_and_snapshots_fps"] / case["pipeline_fps"], 3)
     case["target"] = ">= 0.97"
+    case["cpu_us_per_frame"] = round(statistics.median(cpu_plain) * 1e6, 1)
+    case["with_events_cpu_us_per_frame"] = round(statistics.median(cpu_events) * 1e6, 1)
+    case["cpu_ratio"] = round(case["with_events_cpu_us_per_frame"] / case["cpu_us_per_frame"], 3)
     return case
 
 

@@ -33,6 +33,8 @@ class Watcher:
         self.device_id = device_id
 
     def _on_message(self, _c, _u, msg) -> None:
+        if not msg.topic.endswith(("/detections", "/reply", "/status")):
+            return  # events, presence, metrics; the snapshot is a JPEG, not JSON
         payload = json.loads(msg.payload)
         with self.lock:
             if msg.topic.endswith("/detections"):
