@@ -173,33 +173,25 @@ class Telemetry:
 
     def publish_detections(self, fields: dict[str, Any]) -> int:
         """QoS 1. Allocates the persisted, gap-free `seq` (returned); fills ts when absent."""
-        body = contract.build(
-            "detections", {"ts": time.time(), **fields, "seq": 1}
-        )  # checked before a seq is used
-
-        def make(seq: int) -> bytes:
-            return body.model_copy(update={"seq": seq}).to_json()
-
-        try:
-            _, seq = self.spool.put_seq(self.topics.detections, make, 1, False)
-        except SpoolWriteError as exc:
-            self._not_kept(exc)
-            seq = exc.seq
-        else:
-            self._spool_ok()
-        self._wake.set()
-        return seq
+        return self._publish_with_seq(
+            "detections", self.topics.detections, {"ts": time.time(), **fields}, "seq"
+        )
 
     def publish_event(self, fields: dict[str, Any]) -> int:
         """QoS 1. Allocates the events topic's own persisted, gap-free `seq` (returned)."""
-        body = contract.build("events", {**fields, "seq": 1})  # checked before a seq is used
+        return self._publish_with_seq("events", self.topics.events, fields, "events_seq")
+
+    def _publish_with_seq(self, kind: str, topic: str, fields: dict[str, Any], counter: str) -> int:
+        """Build the `kind` payload (checked before a seq is used), then allocate the next value of
+        `counter` as its `seq` and spool it, in one transaction."""
+        body = contract.build(kind, {**fields, "seq": 1})
 
         def make(seq: int) -> bytes:
             return body.model_copy(update={"seq": seq}).to_json()
 
         try:
-            _, seq = self.spool.put_seq(self.topics.events, make, 1, False, counter="events_seq")
-        except SpoolWriteError as exc:
+            _, seq = self.spool.put_seq(topic, make, 1, False, counter=counter)
+        except SpoolWriteError as exc:  # not kept: sent directly if connected, else counted; seq consumed
             self._not_kept(exc)
             seq = exc.seq
         else:
