@@ -137,9 +137,12 @@ def snapshot_cost(frames: int, repeats: int) -> dict:
     plain, with_events, stats, cpu_plain, cpu_events = [], [], [], [], []
     try:
         with tempfile.TemporaryDirectory(prefix="lookout-bench-") as tmp:
-            for i in range(repeats):
+            for i in range(repeats):  # ABBA order: neither way always runs second
+                if i % 2:
+                    fps, st = events_fps(engine, frames, Path(tmp) / str(i), cpu_events)
                 plain.append(pipeline_fps(engine, frames, cpu=cpu_plain))
-                fps, st = events_fps(engine, frames, Path(tmp) / str(i), cpu_events)
+                if not i % 2:
+                    fps, st = events_fps(engine, frames, Path(tmp) / str(i), cpu_events)
                 with_events.append(fps)
                 stats.append(st)
     finally:
