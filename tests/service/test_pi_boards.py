@@ -317,6 +317,11 @@ def test_contract_every_captured_payload_validates_and_round_trips(fleet: Captur
         t = topics.parse(topic)
         if t is None or t.kind == "cmd":
             continue
+        if t.kind == "snapshot":  # a bare JPEG, the one payload outside the JSON contract
+            assert payload.startswith(b"\xff\xd8\xff"), topic
+            monitor.handle(topic, payload, time.time())
+            kinds["snapshot"] = kinds.get("snapshot", 0) + 1
+            continue
         kind = "cmd_reply" if t.kind == "cmd_reply" else t.kind
         data = json.loads(payload)
         errors = [e.message for e in validators[kind].iter_errors(data)]
@@ -326,7 +331,16 @@ def test_contract_every_captured_payload_validates_and_round_trips(fleet: Captur
         kinds[kind] = kinds.get(kind, 0) + 1
         if kind != "cmd_reply":
             monitor.handle(topic, payload, time.time())
-    assert {"status", "metrics", "detections", "bench", "cmd_reply"} <= kinds.keys(), kinds
+    assert {
+        "status",
+        "metrics",
+        "detections",
+        "bench",
+        "cmd_reply",
+        "events",
+        "presence",
+        "snapshot",
+    } <= kinds.keys(), kinds
     assert monitor.stats.malformed == {} and monitor.stats.unsupported_version == {}
     rows = {r["device_id"]: r for r in monitor.registry.snapshot()}
     assert rows["pi4"]["bench_runtimes"] == ["tflite"]
