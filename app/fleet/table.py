@@ -72,21 +72,23 @@ def is_simulated(source: Any) -> bool:
 
 def presence_text(presence: Any) -> str:
     """`face 2, person 1` from a presence {label: {count, ...}} (`face ending`: count 0, end pending);
-    "none" when empty, — when unknown."""
+    "none" when empty, — when unknown. Labels are network strings: printable, and cut."""
     if not isinstance(presence, dict):
         return "—"
     items = []
     for label, v in sorted(presence.items()):
         count = v.get("count") if isinstance(v, dict) else None
-        items.append(f"{label} ending" if count == 0 else f"{label} {num(count, 'd')}")
-    return ", ".join(items) or "none"
+        name = printable(label, TEXT_LIMIT)
+        items.append(f"{name} ending" if count == 0 else f"{name} {num(count, 'd')}")
+    return printable(", ".join(items), 2 * TEXT_LIMIT) or "none"
 
 
 def event_text(event: Any) -> str:
     """`face end, 12 s ago` from a registry row's last_event; — when there was none."""
     if not isinstance(event, dict):
         return "—"
-    return f"{event.get('label')} {event.get('type')}, {num(event.get('age_s'), '.0f')} s ago"
+    label = printable(event.get("label"), TEXT_LIMIT)
+    return f"{label} {printable(event.get('type'), 8)}, {num(event.get('age_s'), '.0f')} s ago"
 
 
 def row_tone(row: dict[str, Any]) -> str:

@@ -72,6 +72,20 @@ def test_registry_rows_and_table_cells(astronaut_bgr: np.ndarray) -> None:
     mon.handle("lookout/cam-a/events", b'{"v": 1, "seq": 9, "type": "start"}', now)
     assert mon.stats.malformed["schema:events"] == 1
 
+    # labels are network strings: control and bidi characters shown as escapes, long ones cut
+    hostile = "\x1b]0;owned\x07face\u202e" + "x" * 100
+    mon.handle("lookout/cam-c/events", event(1, "start", hostile, now), now)
+    mon.handle("lookout/cam-c/presence", presence(now, **{hostile: 1}), now)
+    c = {r["device_id"]: r for r in mon.registry.snapshot(now)}["cam-c"]
+    text = {col.header: cell.text for col, cell in zip(COLUMNS, cells(c), strict=True)}
+    for key in ("present", "last event"):
+        assert (
+            "\x1b" not in text[key]
+            and "\u202e" not in text[key]
+            and "\\x1b]0;owned\\x07face\\u202e" in text[key]
+        )
+        assert len(text[key]) < 120
+
 
 @pytest.fixture
 def web(astronaut_bgr: np.ndarray) -> Iterator[tuple[str, bytes, Monitor]]:
