@@ -60,10 +60,19 @@ def render(rows: list[dict[str, Any]], stats: dict[str, Any], p90_alert_ms: floa
 
     caption = summary(rows, stats, p90_alert_ms)
     t = Table(title="Lookout fleet", caption=caption, expand=True, header_style="bold")
-    for col in COLUMNS:
-        t.add_column(col.header, no_wrap=True, justify="right" if col.numeric else "left")
-    for r in rows:
-        t.add_row(*(Text(c.text, style=TONE_STYLES[c.tone]) for c in cells(r)), style=ROW_STYLES[row_tone(r)])
+    table = [(r, cells(r)) for r in rows]
+    id_width = max([len(COLUMNS[0].header), *(len(c[0].text) for _, c in table)])
+    for i, col in enumerate(COLUMNS):  # the device id is never cut; the other columns give way first
+        t.add_column(
+            col.header,
+            no_wrap=True,
+            justify="right" if col.numeric else "left",
+            min_width=id_width if i == 0 else None,
+        )
+    for r, row_cells in table:
+        t.add_row(
+            *(Text(c.text, style=TONE_STYLES[c.tone]) for c in row_cells), style=ROW_STYLES[row_tone(r)]
+        )
     return t
 
 
