@@ -55,7 +55,7 @@ class Recorded:
 def result(
     i: int, frame: np.ndarray | None, dets: list[Detection], model: str = "blazeface-short"
 ) -> FrameResult:
-    return FrameResult(i, 1000.0 + i / 10, model, "tflite", dets, {}, frame)
+    return FrameResult(i, 1000.0 + i / 10, model, "tflite", dets, {}, frame=frame)
 
 
 def recorder(pub: Recorded, tmp_path: Path | None = None, **snap: Any) -> EventRecorder:
