@@ -89,6 +89,8 @@ class DeviceState:
     events_seq_last: int | None = None
     events_seq_gaps: int = 0
     n_events: int = 0
+    n_presence: int = 0
+    n_snapshots: int = 0
     snapshot: bytes | None = None  # the latest JPEG, as received
     snapshot_at: float | None = None  # when it was received (monitor clock)
     dirty: bool = False
@@ -198,6 +200,7 @@ class Registry:
         with self.lock:
             d = self._get(device_id)
             d.presence = {label: lp.model_dump() for label, lp in p.present.items()}
+            d.n_presence += 1
             d.last_seen = now
             d.dirty = True
 
@@ -206,6 +209,7 @@ class Registry:
         with self.lock:
             d = self._get(device_id)
             d.snapshot, d.snapshot_at = jpeg, (now if jpeg else None)
+            d.n_snapshots += 1
             d.last_seen = now
 
     def snapshot_jpeg(self, device_id: str) -> tuple[bytes, float] | None:
@@ -284,6 +288,8 @@ class Registry:
                 "detections": d.n_detections,
                 "bench": d.n_bench,
                 "events": d.n_events,
+                "presence": d.n_presence,
+                "snapshot": d.n_snapshots,
             },
             "malformed": d.malformed,
             "unsupported_version": d.unsupported_version,

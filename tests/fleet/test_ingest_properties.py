@@ -26,7 +26,15 @@ from app.fleet.store import Store
 from app.telemetry import contract
 from app.telemetry.broker import Broker, start_broker
 
-COUNTER = {"status": "n_status", "metrics": "n_metrics", "detections": "n_detections", "bench": "n_bench"}
+COUNTER = {
+    "status": "n_status",
+    "metrics": "n_metrics",
+    "detections": "n_detections",
+    "bench": "n_bench",
+    "events": "n_events",
+    "presence": "n_presence",
+    "snapshot": "n_snapshots",
+}
 
 # --- strategies ------------------------------------------------------------------------------------
 ids = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
@@ -121,12 +129,47 @@ bench = st.fixed_dictionaries(
         "ts": finite,
     }
 )
-VALID = {"status": status, "metrics": metrics, "detections": detections, "bench": bench}
+score = st.floats(0, 1)
+events = st.fixed_dictionaries(
+    {
+        "v": st.just(1),
+        "seq": st.integers(1, 2**53),
+        "type": st.sampled_from(["start", "update", "end"]),
+        "label": st.text(min_size=1, max_size=20),
+        "count": st.integers(0, 10**6),
+        "max_score": score,
+        "started_at": finite,
+        "ts": finite,
+        "snapshot": st.booleans(),
+    }
+)
+presence = st.fixed_dictionaries(
+    {
+        "v": st.just(1),
+        "ts": finite,
+        "present": st.dictionaries(
+            any_text,
+            st.fixed_dictionaries({"count": st.integers(0, 10**6), "max_score": score, "started_at": finite}),
+            max_size=3,
+        ),
+    }
+)
+jpeg = st.binary(max_size=100).map(lambda b: b"\xff\xd8\xff" + b)  # the monitor checks the JPEG magic only
+VALID = {
+    "status": status,
+    "metrics": metrics,
+    "detections": detections,
+    "bench": bench,
+    "events": events,
+    "presence": presence,
+}
 
 
 @st.composite
 def valid_message(draw: st.DrawFn, device: st.SearchStrategy[str] = ids) -> tuple[str, bytes, str, dict]:
     kind = draw(st.sampled_from(KINDS))
+    if kind == "snapshot":  # a bare JPEG, the one payload outside the JSON contract
+        return f"lookout/{draw(device)}/{kind}", draw(jpeg), kind, {}
     payload = draw(VALID[kind])
     contract.parse(kind, payload)  # the strategies build what the contract says (raises otherwise)
     return f"lookout/{draw(device)}/{kind}", json.dumps(payload).encode(), kind, payload
