@@ -19,22 +19,22 @@ from app import sdnotify
 from app.config import LookoutConfig
 from app.controller import Controller
 from app.engine import engine_for
+from app.frame_sink import FrameSink
 from app.hostroots import HostRoots
 from app.measure.health import board_model
-from app.pipeline import STAGES, FrameResult, Pipeline
+from app.pipeline import STAGES, Pipeline
 from app.run_report import build_report, write_report
+from app.state_lock import StateDirLock
 from app.status import DeviceStatus
 from app.telemetry import contract
 from app.telemetry.spool import ensure_state_dir
 
 if TYPE_CHECKING:
-    from app.events.recorder import EventRecorder
     from app.measure.device import DeviceMeasurements
     from app.telemetry.mqtt import Telemetry
 
 log = logging.getLogger(__name__)
 
-LIVE_SOURCES = ("picamera2",)
 STALL_S = 15.0  # without a systemd watchdog: a call lasting this long is reported as a stall
 
 
@@ -48,17 +48,6 @@ class ServiceOptions:
     install_signal_handlers: bool = True
 
 
-def is_live(cfg: LookoutConfig) -> bool:
-    """A live source (camera, stream, paced file) drops stale frames; a file read flat out does not."""
-    src = cfg.source
-    if src.type in LIVE_SOURCES or cfg.pipeline.fps:
-        return True
-    if src.type == "opencv":
-        uri = str(src.uri)
-        return src.realtime or uri.isdigit() or uri.startswith(("/dev/", "rtsp://", "http://", "https://"))
-    return False
-
-
 class Service:
     """One device: source -> pipeline -> telemetry, with measurement and remote control."""
 
@@ -70,9 +59,7 @@ class Service:
         self.telemetry: Telemetry | None = None
         self.pipeline: Pipeline | None = None
         self.controller: Controller | None = None
-        self.events: EventRecorder | None = None
-        self.detections_published = 0
-        self.results: Any = None  # app.results_jsonl.JsonlWriter when --output is given
+        self.sink = FrameSink()
         self._stop = threading.Event()
 
     def request_stop(self, *_: object) -> None:
@@ -81,12 +68,20 @@ class Service:
             self.pipeline.stop()
 
     def run(self) -> dict[str, Any]:
-        """Run until the source ends, max_frames, or SIGTERM/SIGINT; return (and write) the report."""
+        """Run until the source ends, max_frames, or SIGTERM/SIGINT; return (and write) the report.
+        One run per state dir: a second one stops here, before loading its model."""
+        ensure_state_dir(self.cfg.state_dir)
+        lock = StateDirLock(self.cfg.state_dir)
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> dict[str, Any]:
         from app.measure.device import DeviceMeasurements
         from app.vision.sources import open_source
 
         cfg = self.cfg
-        ensure_state_dir(cfg.state_dir)
         if self.options.install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
@@ -95,16 +90,16 @@ class Service:
         if self.options.output:
             from app.results_jsonl import JsonlWriter
 
-            self.results = JsonlWriter(self.options.output)
+            self.sink.results = JsonlWriter(self.options.output)
         source = open_source(cfg.source, cfg.reconnect, on_state=self.status.on_source_state)
         measured = DeviceMeasurements(STAGES, cfg.meter, self.roots)
         watchdog = sdnotify.Watchdog()
         self.pipeline = pipeline = Pipeline(
             source,
             engine,
-            self._sink,
+            self.sink,
             measured,
-            live=is_live(cfg),
+            live=source.live or cfg.pipeline.fps is not None,  # an fps cap paces any source like a camera
             fps_cap=cfg.pipeline.fps,
             max_frames=cfg.pipeline.max_frames,
             queue_size=cfg.pipeline.queue_size,
@@ -112,6 +107,7 @@ class Service:
         )
         self.status.pipeline = pipeline
         self.controller = controller = Controller(cfg, pipeline, self.status, self.roots)
+        self.sink.settings = controller.settings
         # after the pipeline exists: a queued swap command may arrive as soon as we connect
         if self.options.mqtt and cfg.mqtt.enabled:
             from app.telemetry.mqtt import Telemetry
@@ -123,11 +119,11 @@ class Service:
                 cfg.state_dir,
                 command_handler=controller.handle,
             )
-            self.status.telemetry = controller.telemetry = self.telemetry
+            self.status.telemetry = controller.telemetry = self.sink.telemetry = self.telemetry
             if cfg.events.enabled:
                 from app.events.recorder import EventRecorder
 
-                self.events = EventRecorder(
+                self.sink.events = EventRecorder(
                     cfg.events,
                     cfg.snapshot,
                     self.telemetry,
@@ -148,10 +144,7 @@ class Service:
             pipeline.join(timeout=30)
             source.close()
             measured.stop()
-            if self.results is not None:
-                self.results.close()
-            if self.events is not None:
-                self.events.close()  # ends every presence; before telemetry flushes the spool
+            self.sink.close()
         report = build_report(
             device_id=cfg.device_id,
             pipeline=pipeline,
@@ -160,11 +153,11 @@ class Service:
             source=self.status.source,
             swaps=controller.swaps,
             energy=measured.energy.summary(),
-            detections_published=self.detections_published,
+            detections_published=self.sink.published,
             started_at=self.status.started_at,
         )
-        if self.events is not None:
-            report["events"] = self.events.stats()
+        if self.sink.events is not None:
+            report["events"] = self.sink.events.stats()
         if self.telemetry is not None:
             self._publish_metrics(measured)
             self.telemetry.stop(final_state="stopped")
@@ -178,27 +171,11 @@ class Service:
         """One metrics message. A figure that does not fit the contract is logged, never fatal: the
         service and the next interval go on."""
         try:
-            self.telemetry.publish_metrics(self._metrics(measured))  # type: ignore[union-attr]
+            telemetry = self.telemetry
+            assert telemetry is not None and self.pipeline is not None
+            telemetry.publish_metrics(measured.metrics(self.pipeline, telemetry.stats()))
         except contract.ContractError as exc:
             log.error("metrics not published: %s", exc)
-
-    def _metrics(self, measured: DeviceMeasurements) -> contract.Metrics:
-        pipe, telemetry = self.pipeline, self.telemetry
-        assert pipe is not None and telemetry is not None
-        stats = telemetry.stats()
-        return contract.metrics(
-            ts=time.time(),
-            fps=pipe.fps,
-            latency_ms=contract.latency_percentiles(measured.window.summary(), STAGES),
-            energy=measured.energy.summary(),
-            health=measured.health.snapshot(),
-            dropped_frames=pipe.dropped_frames,
-            spool_depth=stats["spool_depth"],
-            spool_dropped=stats["dropped"],
-            spool_drop_reasons=stats["dropped_reasons"],
-            runtime=pipe.engine.runtime,
-            model=pipe.engine.model,
-        )
 
     def _main_loop(self, measured: DeviceMeasurements, watchdog: sdnotify.Watchdog) -> None:
         """Metrics on time, and the watchdog fed while the pipeline is live (at any frame rate)."""
@@ -214,8 +191,8 @@ class Service:
             if stall is None:
                 watchdog.beat()
             self.status.on_stall(stall)
-            if self.events is not None:
-                self.events.expire()  # presence ends on time even when frames stop coming
+            if self.sink.events is not None:
+                self.sink.events.expire()  # presence ends on time even when frames stop coming
             # the interval is read each time: a `config` command changes it from the next tick on
             if time.monotonic() - last_metrics >= settings.metrics_interval_s:
                 last_metrics = time.monotonic()
@@ -223,24 +200,3 @@ class Service:
                     self._publish_metrics(measured)
                 self.status.notify()
                 measured.window.reset()
-
-    def _sink(self, result: FrameResult) -> None:
-        """One call per processed frame, on the pipeline's post thread."""
-        if self.events is not None:
-            self.events.on_frame(result)  # every frame, empty ones too: absence ends presence
-        if self.results is not None:
-            self.results.write(result)
-        settings = self.controller.settings if self.controller else None
-        if self.telemetry is None or (not result.detections and not (settings and settings.publish_empty)):
-            return
-        self.detections_published += 1
-        self.telemetry.publish_detections(
-            contract.detections_fields(
-                ts=result.ts,
-                frame=result.index,
-                model=result.model,
-                runtime=result.runtime,
-                detections=[d.to_json() for d in result.detections],
-                latency_ms=result.latency_ms,
-            )
-        )

@@ -4,15 +4,18 @@ throttling). The service records into it; metrics and the run report read from i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from app.measure.health import HealthReader
 from app.measure.latency import StageHistograms
 from app.measure.power import EnergyAccumulator, PowerSampler, make_meter
+from app.telemetry import contract
 
 if TYPE_CHECKING:
     from app.config import MeterConfig
     from app.hostroots import HostRoots
+    from app.pipeline import Pipeline
 
 IDLE_BASELINE_S = 2.0
 
@@ -39,6 +42,22 @@ class DeviceMeasurements:
     def on_infer(self, t0_ns: int, t1_ns: int) -> None:
         """One inference's time window, for energy per inference."""
         self.energy.add(t0_ns, t1_ns)
+
+    def metrics(self, pipeline: Pipeline, spool: dict[str, Any]) -> contract.Metrics:
+        """The metrics message of the current window (`spool`: telemetry's stats)."""
+        return contract.metrics(
+            ts=time.time(),
+            fps=pipeline.fps,
+            latency_ms=contract.latency_percentiles(self.window.summary(), self.stages),
+            energy=self.energy.summary(),
+            health=self.health.snapshot(),
+            dropped_frames=pipeline.dropped_frames,
+            spool_depth=spool["spool_depth"],
+            spool_dropped=spool["dropped"],
+            spool_drop_reasons=spool["dropped_reasons"],
+            runtime=pipeline.engine.runtime,
+            model=pipeline.engine.model,
+        )
 
     def stop(self) -> None:
         self.sampler.stop()

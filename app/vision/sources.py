@@ -48,7 +48,13 @@ class EndOfStream(Exception):
 
 
 class FrameSource:
-    """Base class: the read loop with reconnect/backoff; subclasses implement _open, _grab, _release."""
+    """Base class: the read loop with reconnect/backoff; subclasses implement _open, _grab, _release.
+
+    `live`: frames arrive at the world's pace (a camera, a stream, a paced file), so the pipeline keeps
+    only the freshest one; a file or folder read flat out is not live and no frame is skipped.
+    """
+
+    live: bool = False
 
     def __init__(self, description: str, reconnect: ReconnectConfig, on_state: OnState | None = None) -> None:
         self.description = description
@@ -193,6 +199,7 @@ class OpenCVFrameSource(FrameSource):
         self.cfg = cfg
         self.kind, self.target = _classify_uri(cfg.uri)
         super().__init__(f"opencv {self.kind} {cfg.uri}", reconnect, on_state)
+        self.live = self.kind != "file" or cfg.realtime
         self.frame_source = str(cfg.uri)
         self._cap: cv2.VideoCapture | None = None
         self._pos = 0
@@ -439,6 +446,8 @@ class SyntheticFrameSource(FrameSource):
 class Picamera2FrameSource(FrameSource):
     """Raspberry Pi camera via picamera2 (imported at open). Format "RGB888" is B, G, R in memory:
     OpenCV's order, so frames arrive without a conversion."""
+
+    live = True
 
     def __init__(
         self, cfg: Picamera2Source, reconnect: ReconnectConfig, on_state: OnState | None = None

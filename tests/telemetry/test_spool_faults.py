@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,42 @@ def test_run_with_a_state_dir_that_is_a_file_is_one_line(lookout_cmd, clean_env,
     assert r.returncode == 2, r.stderr[-3000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(state) in lines[0] and "not a directory" in lines[0], r.stderr
+
+
+def test_second_run_on_the_same_state_dir_stops_in_one_line(lookout_cmd, clean_env, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))  # a broker that is not there: the spool is opened all the same
+    url = f"mqtt://127.0.0.1:{port.getsockname()[1]}"
+    first = subprocess.Popen(
+        [*lookout_cmd, "run", "--source", "synthetic", "--fps", "5", "--state-dir", str(state), "--broker", url],
+        env=clean_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lock = state / "lookout.lock"
+        for _ in range(600):  # until the first run holds the state dir (its pid written), at most 60 s
+            if lock.is_file() and lock.read_text().strip() == str(first.pid):
+                break
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            time.sleep(0.1)
+        second = subprocess.run(
+            [*lookout_cmd, "run", "--source", "synthetic", "--max-frames", "1", "--state-dir", str(state),
+             "--broker", url], env=clean_env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        first.terminate()
+        first.communicate(timeout=60)
+        port.close()
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"in use by another lookout run (pid {first.pid})" in lines[0], second.stderr
+
+
+def test_the_state_dir_lock_goes_with_its_holder(tmp_path: Path) -> None:
+    from app.state_lock import StateDirInUse, StateDirLock
+
+    first = StateDirLock(tmp_path)
+    with pytest.raises(StateDirInUse, match=rf"in use by another lookout run \(pid {os.getpid()}\)"):
+        StateDirLock(tmp_path)
+    first.release()
+    StateDirLock(tmp_path).release()  # free again: nothing stale left behind
