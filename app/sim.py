@@ -205,7 +205,7 @@ class Simulation:
     def received(self, dev: SimDevice) -> int:
         with self.registry.lock:
             state = self.registry.devices.get(dev.device_id)
-            return 0 if state is None else state.n_detections - state.seq_dups
+            return 0 if state is None else state.n_detections - state.seq.dups
 
     def summary(self) -> list[dict[str, Any]]:
         rows = []
@@ -213,7 +213,7 @@ class Simulation:
             report = dev.report() or {}
             with self.registry.lock:
                 state = self.registry.devices.get(dev.device_id)
-                gaps = state.seq_gaps if state else None
+                gaps = state.seq.gaps if state else None
                 seen_online = bool(state and state.n_status)
             published = report.get("detections_published")
             received = self.received(dev)

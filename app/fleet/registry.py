@@ -46,6 +46,27 @@ def throttle_alerts(t: Throttling | None) -> list[str]:
 
 
 @dataclass(slots=True)
+class SeqTrack:
+    """A device's gap-free seq as this consumer sees it: the highest seen, numbers missing below it, and
+    repeats (a redelivery, or a device whose persisted seq was reset)."""
+
+    last: int | None = None
+    gaps: int = 0
+    dups: int = 0
+
+    def see(self, seq: int, count_gaps: bool) -> bool:
+        """Count one message's seq; True when it is newer than every seq before it."""
+        if self.last is None or seq > self.last:
+            if count_gaps and self.last is not None:
+                self.gaps += seq - self.last - 1
+            self.last = seq
+            return True
+        if count_gaps:
+            self.dups += 1
+        return False
+
+
+@dataclass(slots=True)
 class DeviceState:
     """Everything the monitor knows about one device (latest values; history lives in the store)."""
 
@@ -74,9 +95,7 @@ class DeviceState:
     spool_rises: int = 0
     last_seen: float = 0.0
     last_metrics_ts: float | None = None
-    seq_last: int | None = None
-    seq_gaps: int = 0
-    seq_dups: int = 0
+    seq: SeqTrack = field(default_factory=SeqTrack)  # of detections
     n_status: int = 0
     n_metrics: int = 0
     n_detections: int = 0
@@ -86,8 +105,7 @@ class DeviceState:
     bench: Bench | None = None
     presence: dict | None = None  # label -> {count, max_score, started_at}; None: never published
     last_event: dict | None = None
-    events_seq_last: int | None = None
-    events_seq_gaps: int = 0
+    events_seq: SeqTrack = field(default_factory=SeqTrack)
     n_events: int = 0
     n_presence: int = 0
     n_snapshots: int = 0
@@ -161,13 +179,7 @@ class Registry:
         """Count one detections message: sliding-window rates and seq gaps (not the message itself)."""
         with self.lock:
             d = self._get(device_id)
-            last = d.seq_last
-            if last is None or seq > last:
-                if self.track_seq and last is not None and seq > last + 1:
-                    d.seq_gaps += seq - last - 1
-                d.seq_last = seq
-            elif self.track_seq:
-                d.seq_dups += 1  # redelivery, or a device whose persisted seq was reset
+            d.seq.see(seq, self.track_seq)
             d.det_window.add(now, n_objects)
             d.msg_window.add(now)
             d.n_detections += 1
@@ -186,11 +198,7 @@ class Registry:
         """The latest event (start/update/end of a label's presence) and the events seq's gaps."""
         with self.lock:
             d = self._get(device_id)
-            seq, last = e.seq, d.events_seq_last
-            if last is None or seq > last:
-                if self.track_seq and last is not None and seq > last + 1:
-                    d.events_seq_gaps += seq - last - 1
-                d.events_seq_last = seq
+            if d.events_seq.see(e.seq, self.track_seq):
                 d.last_event = e.model_dump(include={"seq", "type", "label", "count", "ts", "snapshot"})
             d.n_events += 1
             d.last_seen = now
@@ -279,9 +287,9 @@ class Registry:
             "dropped_frames": d.dropped_frames,
             "detections_per_min": d.det_window.total(now),
             "detection_msgs_per_min": d.msg_window.total(now),
-            "seq_last": d.seq_last,
-            "seq_gaps": d.seq_gaps if self.track_seq else None,
-            "seq_dups": d.seq_dups if self.track_seq else None,
+            "seq_last": d.seq.last,
+            "seq_gaps": d.seq.gaps if self.track_seq else None,
+            "seq_dups": d.seq.dups if self.track_seq else None,
             "messages": {
                 "status": d.n_status,
                 "metrics": d.n_metrics,
@@ -304,7 +312,7 @@ class Registry:
                 if d.last_event is None
                 else d.last_event | {"age_s": round(max(0.0, now - d.last_event["ts"]), 1)}
             ),
-            "events_seq_gaps": d.events_seq_gaps if self.track_seq else None,
+            "events_seq_gaps": d.events_seq.gaps if self.track_seq else None,
             "snapshot_at": d.snapshot_at,
             "alerts": self.alerts(d, now),
         }

@@ -321,10 +321,10 @@ def test_valid_detections_among_garbage_are_all_counted(dev: str, sequence: list
     d = monitor.registry.devices.get(dev)
     assert (d.n_detections if d else 0) == len(seqs)
     if seqs:
-        assert d.seq_last == max(seqs)
+        assert d.seq.last == max(seqs)
         ordered = [s for i, s in enumerate(seqs) if s > max(seqs[:i], default=0)]
         gaps = sum(b - a - 1 for a, b in itertools.pairwise(ordered))
-        assert d.seq_gaps == gaps and d.seq_dups == len(seqs) - len(ordered)
+        assert d.seq.gaps == gaps and d.seq.dups == len(seqs) - len(ordered)
 
 
 @settings(max_examples=100, deadline=None)
