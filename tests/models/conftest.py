@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import numpy as np
 import pytest
 
 from app.detection import Detection
+
+# coral_reference.py beside this file, for the test modules (importlib mode)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PEOPLE = ("grace_hopper.bmp", "squat.bmp", "face.jpg")
 NO_PEOPLE = ("cat.bmp", "parrot.jpg", "bird.bmp")

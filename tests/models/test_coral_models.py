@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from coral_reference import (
+    REFERENCE_STEP,
+    REFERENCES,
+    coral_input,
+    corals_check,
+    keypoint_output_step,
+    legacy_bilinear_f64,
+    off_grid,
+    reference,
+    resize_bilinear,
+    run_movenet,
+)
 
 from app.zoo import load_manifest
 
@@ -35,50 +46,79 @@ def test_mobilenet_rebuild_scores_agree(run_model, coral_photo) -> None:
         assert np.abs(a - b).max() <= 0.05, name  # int8 model vs its float rebuild (output step 1/256)
 
 
-def _coral_resize(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
-    """libcoral's test resize: TFLite RESIZE_BILINEAR (no half-pixel centres) on float, cast by truncation."""
-    hh, ww = rgb.shape[:2]
-    ys, xs = np.arange(h) * (hh / h), np.arange(w) * (ww / w)
-    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-    y1, x1 = np.minimum(y0 + 1, hh - 1), np.minimum(x0 + 1, ww - 1)
-    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-    a = rgb.astype(np.float64)
-    top = a[y0][:, x0] * (1 - fx) + a[y0][:, x1] * fx
-    bottom = a[y1][:, x0] * (1 - fx) + a[y1][:, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.uint8)
+def test_litert_resize_is_tflites_bilinear_with_and_without_half_pixel_centres() -> None:
+    ramp = np.array([[[0.0], [10.0], [20.0], [30.0]]], np.float32)  # 1x4x1, halved in width
+    assert resize_bilinear(ramp, 1, 2, half_pixel_centers=True)[0, :, 0].tolist() == [5.0, 25.0]
+    assert resize_bilinear(ramp, 1, 2, half_pixel_centers=False)[0, :, 0].tolist() == [0.0, 20.0]
 
 
-def test_movenet_reproduces_corals_reference_keypoints(
-    models_dir: Path, coral_dir: Path, coral_photo
+def _assert_corals_check(got: np.ndarray, ref: np.ndarray) -> None:
+    checked, worst = corals_check(got, ref)
+    assert checked >= 17 // 2 and worst <= 0.04, (checked, worst)
+
+
+# Measured on Coral's own input with LiteRT's builtin kernels (integer arithmetic, as Coral's plain
+# interpreter): max |diff| against the CSV over all 17 keypoints was 0.0202 / 0.0227 / 0.434 (docs/models.md).
+PINNED = {"x": 0.021, "y": 0.023, "score": 0.44}
+
+
+@pytest.mark.parametrize("xnnpack", [False, True], ids=["builtin-kernels", "xnnpack"])
+def test_movenet_on_corals_own_input_passes_corals_check(
+    xnnpack: bool, models_dir: Path, coral_dir: Path, coral_photo
 ) -> None:
-    from app.runtimes.litert import LiteRTConfig, LiteRTRuntime
-    from app.vision.decoders import make_decoder
-    from app.vision.preprocess import placement
-
-    m = load_manifest("movenet-lightning", models_dir)
-    rows = list(csv.DictReader((coral_dir / "movenet_single_pose_lightning_ptq_reference.csv").open()))
-    ref = np.array(
-        [[float(r["keypoint_x"]), float(r["keypoint_y"]), float(r["keypoint_score"])] for r in rows]
-    )
-    rt = LiteRTRuntime()
-    rt.load(m.verify_artifact("tflite"), LiteRTConfig())
     frame = coral_photo("squat.bmp")
-    x = _coral_resize(frame[..., ::-1], 192, 192)[None]
-    out = rt.infer(x)
-    # the decoder, on a stretch placement like Coral's, gives keypoints in frame pixels
-    h, w = frame.shape[:2]
-    dec = make_decoder(m.decoder, m.labels, **m.decoder_options)
-    [person] = dec(out, placement(w, h, 192, 192, "stretch"))
-    got = np.array([[k.x / w, k.y / h, k.score] for k in person.keypoints])
-    # every keypoint within 0.021 (one heatmap cell is 1/48 = 0.0208): Coral's own test allows 0.04
-    # on keypoints both sides score above 0.4
-    assert np.abs(got[:, :2] - ref[:, :2]).max() <= 0.021
-    assert np.abs(got[:, 2] - ref[:, 2]).max() <= 0.35
+    m, person, _, got = run_movenet(coral_input(frame), frame, xnnpack, models_dir)
+    ref = reference(coral_dir)
+    _assert_corals_check(got, ref)
+    if not xnnpack:  # XNNPACK's int8 kernels may round differently per CPU: Coral's check only
+        diff = np.abs(got - ref).max(0)
+        assert diff[0] <= PINNED["x"] and diff[1] <= PINNED["y"] and diff[2] <= PINNED["score"], diff
     assert [k.name for k in person.keypoints] == m.keypoints
+    h, w = frame.shape[:2]
     good = got[:, 2] >= m.decoder_options["keypoint_threshold"]
     x0, y0, x1, y1 = person.box
     assert (x0 <= got[good, 0] * w).all() and (got[good, 0] * w <= x1).all()
     assert (y0 <= got[good, 1] * h).all() and (got[good, 1] * h <= y1).all()
+
+
+def test_corals_reference_keypoints_come_from_another_build_of_movenet(
+    models_dir: Path, coral_dir: Path, coral_photo
+) -> None:
+    """Why no input reproduces the CSVs within a step: they were written by a MoveNet whose output step
+    was 0.0039537, and both files shipped beside them (CPU and Edge TPU) output on a step of 0.0040969."""
+    m = load_manifest("movenet-lightning", models_dir)
+    step = keypoint_output_step(m.verify_artifact("tflite"))
+    assert step == keypoint_output_step(m.verify_artifact("edgetpu"))
+    assert abs(step - REFERENCE_STEP) > 0.03 * step
+    values = np.concatenate([reference(coral_dir, name).ravel() for name in REFERENCES])
+    assert off_grid(values, REFERENCE_STEP).max() < 1e-3
+    assert off_grid(values, step).max() > 0.4 and off_grid(values, step).mean() > 0.15  # 0.25: unrelated
+    # this model's own outputs do lie on its step, so the check above can tell the two apart
+    frame = coral_photo("squat.bmp")
+    out = run_movenet(coral_input(frame), frame, False, models_dir)[2]
+    assert off_grid(out[0], step).max() < 1e-3
+
+
+def test_lookout_letterbox_preprocessing_passes_corals_check(run_model, coral_dir: Path, coral_photo) -> None:
+    """What `lookout run` does (letterbox, OpenCV resize, XNNPACK), against Coral's reference."""
+    frame = coral_photo("squat.bmp")
+    [person] = run_model("movenet-lightning", "tflite")(frame)
+    h, w = frame.shape[:2]
+    _assert_corals_check(
+        np.array([[k.x / w, k.y / h, k.score] for k in person.keypoints]), reference(coral_dir)
+    )
+
+
+def test_movenet_keypoints_stay_where_they_were_on_the_legacy_resize(
+    models_dir: Path, coral_dir: Path, coral_photo
+) -> None:
+    """Regression pin kept from before the reference was traced (XNNPACK, a resize that is not Coral's):
+    every keypoint within 0.021 of the CSV (one heatmap cell is 1/48 = 0.0208), scores within 0.35."""
+    frame = coral_photo("squat.bmp")
+    _, _, _, got = run_movenet(legacy_bilinear_f64(frame[..., ::-1], 192, 192), frame, True, models_dir)
+    ref = reference(coral_dir)
+    assert np.abs(got[:, :2] - ref[:, :2]).max() <= 0.021
+    assert np.abs(got[:, 2] - ref[:, 2]).max() <= 0.35
 
 
 @pytest.mark.parametrize("runtime", ["executorch", "torchscript-lite"])
