@@ -111,9 +111,15 @@ def finite(v: Any) -> Any:
 
 def snapshots(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The devices with a snapshot, in row order: id, when it was received (the image URL's version), and
-    a caption (the last event) — plain text, for the page to write as text."""
+    a caption (the last event, then the snapshot's own age: the event may be later than the picture) —
+    plain text, for the page to write as text."""
+    now = time.time()
     return [
-        {"id": r["device_id"], "t": r["snapshot_at"], "caption": event_text(r.get("last_event"))}
+        {
+            "id": r["device_id"],
+            "t": r["snapshot_at"],
+            "caption": f"{event_text(r.get('last_event'))} · snapshot {max(0.0, now - r['snapshot_at']):.0f} s ago",
+        }
         for r in rows
         if r.get("snapshot_at")
     ]
