@@ -156,6 +156,8 @@ def _presence(row: dict[str, Any] | None) -> str:
     if row is None:
         return ""
     text = f"present: {presence_text(row.get('presence'))} · last event: {event_text(row.get('last_event'))}"
+    if row.get("state") == "offline":  # the retained presence is what it saw before it went away
+        text = f"last known before the device went offline — {text}"
     img = "<p class='muted'>No snapshot yet (one is taken when a label's presence starts).</p>"
     if row.get("snapshot_at"):
         img = (

@@ -109,6 +109,9 @@ def cells(row: dict[str, Any]) -> list[Cell]:
     if is_simulated(row.get("power_source")) and power != "—":
         power += " sim"
     hot = row.get("throttled") or row.get("under_voltage")
+    present = Cell(presence_text(row.get("presence")), "accent" if row.get("presence") else "")
+    if row.get("state") == "offline" and row.get("presence"):  # its retained presence outlives the device
+        present = Cell(f"{present.text} (last known)", "muted")
     return [
         Cell(printable(row.get("device_id"), TEXT_LIMIT)),
         Cell(printable(row.get("state") or "unknown", TEXT_LIMIT), "good" if row.get("online") else "bad"),
@@ -121,7 +124,7 @@ def cells(row: dict[str, Any]) -> list[Cell]:
         Cell(num(row.get("temp_c")), "bad" if hot else ""),
         Cell(num(row.get("spool_depth"), "d"), "bad" if row.get("spool_growing") else ""),
         Cell(num(row.get("detections_per_min"), "d")),
-        Cell(presence_text(row.get("presence")), "accent" if row.get("presence") else ""),
+        present,
         Cell(event_text(row.get("last_event"))),
         Cell(num(row.get("seq_gaps"), "d")),
         Cell(f"{num(row.get('age_s'), '.0f')} s"),
