@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from app.fleet import svg
 from app.fleet.history import PANELS, WINDOWS, Event, values
-from app.fleet.table import COLUMNS, event_text, is_simulated, num, presence_text
+from app.fleet.table import COLUMNS, event_text, is_simulated, num, presence_text, snapshot_text
 from app.fleet.view import SORT_KEYS
 from app.inert import html_text
 
@@ -160,6 +160,7 @@ def _presence(row: dict[str, Any] | None) -> str:
         text = f"last known before the device went offline — {text}"
     img = "<p class='muted'>No snapshot yet (one is taken when a label's presence starts).</p>"
     if row.get("snapshot_at"):
+        text += f" · {snapshot_text(row, time.time())}"
         img = (
             f"<img class='snapshot' src='{e(snapshot_url(row['device_id'], row['snapshot_at']))}' "
             f"alt='latest snapshot of {e(row['device_id'])}' width='480' height='360'>"

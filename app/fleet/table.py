@@ -91,6 +91,13 @@ def event_text(event: Any) -> str:
     return f"{label} {printable(event.get('type'), 8)}, {num(event.get('age_s'), '.0f')} s ago"
 
 
+def snapshot_text(row: dict[str, Any], now: float) -> str:
+    """`snapshot 20 s ago`: the age of the latest snapshot (received), which can be older than the last event."""
+    return (
+        f"snapshot {num(max(0.0, now - row['snapshot_at']), '.0f')} s ago" if row.get("snapshot_at") else ""
+    )
+
+
 def row_tone(row: dict[str, Any]) -> str:
     """The whole row: bad when offline/stale/stopped, warn with any other alert."""
     alerts = row.get("alerts") or []

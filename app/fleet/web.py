@@ -33,7 +33,7 @@ from app.fleet.prometheus import FleetCollector, exposition
 from app.fleet.registry import Registry
 from app.fleet.runtimes import bench_rows, compare
 from app.fleet.store import Store
-from app.fleet.table import alert_counts, cells, event_text, row_tone, summary
+from app.fleet.table import alert_counts, cells, event_text, row_tone, snapshot_text, summary
 from app.fleet.view import sort_rows
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def snapshots(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "id": r["device_id"],
             "t": r["snapshot_at"],
-            "caption": f"{event_text(r.get('last_event'))} · snapshot {max(0.0, now - r['snapshot_at']):.0f} s ago",
+            "caption": f"{event_text(r.get('last_event'))} · {snapshot_text(r, now)}",
         }
         for r in rows
         if r.get("snapshot_at")
