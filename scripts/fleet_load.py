@@ -191,8 +191,10 @@ def run(args: argparse.Namespace) -> dict:
         if args.bench:
             d.client.publish(d.topics.bench, d.bench(), qos=1, retain=True)
             counts["bench"] += 1
-    if args.ready:
-        Path(args.ready).write_text(json.dumps({"devices": [d.id for d in devs]}))
+    if args.ready:  # whole or absent: a waiter polls for the file, then reads it (write, then rename)
+        tmp = Path(f"{args.ready}.tmp")
+        tmp.write_text(json.dumps({"devices": [d.id for d in devs]}))
+        tmp.replace(args.ready)
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))

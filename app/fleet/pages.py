@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import quote
 
 from app.fleet import svg
-from app.fleet.history import PANELS, WINDOWS, Event
-from app.fleet.table import COLUMNS, event_text, is_simulated, num, presence_text
+from app.fleet.history import PANELS, WINDOWS, Event, values
+from app.fleet.table import COLUMNS, event_text, is_simulated, num, presence_text, snapshot_text
 from app.fleet.view import SORT_KEYS
 from app.inert import html_text
 
@@ -134,9 +134,9 @@ def _facts(row: dict[str, Any] | None, rows: list[dict[str, Any]]) -> str:
         ("runtime", (row or {}).get("runtime") or last.get("runtime")),
         ("model", (row or {}).get("model") or last.get("model")),
         ("version", (row or {}).get("version")),
-        ("power source", src),
         ("alerts", ", ".join((row or {}).get("alerts") or []) or "none"),
         ("last seen", f"{num((row or {}).get('age_s'), '.0f')} s ago" if row else "not live (history only)"),
+        ("power source", src),  # last: a meter's reason can be long
     ]
     fb = (row or {}).get("fallback")
     if fb:
@@ -156,8 +156,11 @@ def _presence(row: dict[str, Any] | None) -> str:
     if row is None:
         return ""
     text = f"present: {presence_text(row.get('presence'))} · last event: {event_text(row.get('last_event'))}"
+    if row.get("state") == "offline":  # the retained presence is what it saw before it went away
+        text = f"last known before the device went offline — {text}"
     img = "<p class='muted'>No snapshot yet (one is taken when a label's presence starts).</p>"
     if row.get("snapshot_at"):
+        text += f" · {snapshot_text(row, time.time())}"
         img = (
             f"<img class='snapshot' src='{e(snapshot_url(row['device_id'], row['snapshot_at']))}' "
             f"alt='latest snapshot of {e(row['device_id'])}' width='480' height='360'>"
@@ -210,8 +213,10 @@ def device_page(
 ) -> str:
     """`/devices/<id>`: facts, charts over the window with events marked, the event list, latest bench."""
     q = quote(device_id, safe="")
+    shown = WINDOWS if since in WINDOWS else (since, *WINDOWS)  # a window typed into the URL is shown too
     windows = "".join(
-        f"<a href='/devices/{q}?since={w}'{' class=current' if w == since else ''}>{w}</a>" for w in WINDOWS
+        f"<a href='/devices/{q}?since={quote(w)}'{' class=current' if w == since else ''}>{e(w)}</a>"
+        for w in shown
     )
     parts = [
         f"<div class='top'><h1>{e(device_id)}</h1><div class='windows'>{windows}</div></div>",
@@ -244,10 +249,13 @@ def device_page(
             for panel in PANELS:
                 note, empty = "", "not measured (null)"
                 if panel.title in ("power", "energy per inference"):
-                    note = f"source: {src}" if src else ""
-                    if any(is_simulated(s) for s in sources):
+                    measured = any(values(rows, key) for key, _ in panel.series)
+                    note = f"source: {src}" if src and measured else ""  # else the empty text says it
+                    if measured and any(is_simulated(s) for s in sources):
                         note += " — SIMULATED, not measured"
                     empty = f"not measured (null) — {src}" if src else empty
+                if panel.title == "temperature" and (row or {}).get("reasons", {}).get("temp_c"):
+                    empty = f"not measured (null) — {row['reasons']['temp_c']}"
                 if panel.title == "throttling":
                     empty = "not reported by this device"
                 parts.append(
@@ -312,12 +320,16 @@ def _group_table(group: dict[str, Any], by: str) -> str:
     )
     sim = " <span class='badge warn'>simulated numbers</span>" if group["simulated"] else ""
     return (
-        f"<h3>{e(group[by])} <small class='muted'>{group['devices']} devices</small>{sim}</h3>"
+        f"<h3>{e(group[by])} <small class='muted'>{_devices(group['devices'])}</small>{sim}</h3>"
         "<table class='grid runtimes'><thead><tr><th>runtime</th><th class='num'>devices</th>"
         "<th class='num'>p90 ms</th><th></th><th class='num'>p50 ms</th><th class='num'>fps</th>"
         "<th class='num'>mJ/inf</th><th class='num'>RSS MB</th><th class='num'>errors</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
     )
+
+
+def _devices(n: int) -> str:
+    return f"{n} device" if n == 1 else f"{n} devices"
 
 
 def runtimes_page(data: dict[str, Any]) -> str:

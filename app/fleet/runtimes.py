@@ -2,7 +2,8 @@
 
 A bench document is what `lookout bench --json` publishes on `<prefix>/<id>/bench` (retained). The board
 is the bench host's CPU/board model line (`host.cpu`: "Raspberry Pi 5 Model B Rev 1.0" on a Pi, the CPU
-model name elsewhere); simulated documents (fleet_load) are marked as such and grouped as "simulated".
+model name elsewhere). Simulated documents (fleet_load) are marked as such and never share a group (nor a
+median) with measured ones: by board they are "simulated (fleet_load)", by model a group of their own.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def compare(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     if by not in GROUPINGS:
         raise ValueError(f"group by {by!r}: expected one of {GROUPINGS}")
     groups = []
-    for key in sorted({r[by] for r in rows}):
-        mine = [r for r in rows if r[by] == key]
+    # simulated documents (fleet_load) never share a median with measured ones: a group of their own
+    for key, sim in sorted({(r[by], r["simulated"]) for r in rows}):
+        mine = [r for r in rows if r[by] == key and r["simulated"] == sim]
         runtimes = []
         for rt in sorted({r["runtime"] for r in mine}):
             sel = [r for r in mine if r["runtime"] == rt]
@@ -86,7 +88,7 @@ def compare(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
             {
                 by: key,
                 "devices": len({r["device_id"] for r in mine}),
-                "simulated": any(r["simulated"] for r in mine),
+                "simulated": sim,
                 "runtimes": runtimes,
             }
         )

@@ -19,6 +19,27 @@ W, H = 680, 180
 ML, MR, MT, MB = 58, 14, 24, 22  # margins: left (y labels), right, top (title), bottom (time labels)
 COLORS = ("#2563eb", "#d97706", "#dc2626")  # series 1..3 (p50, p90, p99)
 EVENT_COLORS = {"swap": "#7c3aed", "fallback": "#db2777", "offline": "#dc2626", "online": "#16a34a"}
+# rough advance per character (viewBox units) of the page's sans-serif: 13 px bold title, 11 px note,
+# 13 px italic empty text; enough to keep long network strings (a meter's reason) inside their panel
+TITLE_CH, NOTE_CH, EMPTY_CH = 8.0, 6.4, 7.4
+
+
+def _cut(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[: max(0, max_chars - 1)].rstrip() + "…"
+
+
+def _wrap(text: str, max_chars: int, max_lines: int = 3) -> list[str]:
+    """Greedy word wrap; the last line is cut with an ellipsis when the text does not fit."""
+    lines: list[str] = []
+    words = text.split()
+    while words and len(lines) < max_lines:
+        line = words.pop(0)
+        while words and len(line) + 1 + len(words[0]) <= max_chars:
+            line += " " + words.pop(0)
+        lines.append(_cut(line, max_chars))
+    if words:
+        lines[-1] = _cut(lines[-1] + " " + " ".join(words), max_chars)
+    return lines
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
@@ -101,8 +122,12 @@ def chart(
         f'xmlns="http://www.w3.org/2000/svg">',
         f'<text class="title" x="{ML}" y="15">{title}</text>',
     ]
-    if note:
-        parts.append(f'<text class="note" x="{W - MR}" y="15" text-anchor="end">{html_text(note)}</text>')
+    if note:  # right of the title, cut to the room left (the whole note on hover)
+        room = int((W - MR - ML - TITLE_CH * len(title) - 16) / NOTE_CH)
+        parts.append(
+            f'<text class="note" x="{W - MR}" y="15" text-anchor="end">{html_text(_cut(note, room))}'
+            f"<title>{html_text(note)}</title></text>"
+        )
     parts.append(f'<rect class="plot" x="{ML}" y="{MT}" width="{pw}" height="{ph}"/>')
     if panel.title == "throttling":
         for v, lab in ((0, "no"), (1, "yes")):
@@ -159,10 +184,15 @@ def chart(
             lx -= 12 + 7 * len(text) + 14
             parts.append(f'<rect x="{lx:.0f}" y="{MT + 5}" width="10" height="10" fill="{color}"/>')
             parts.append(f'<text class="legend" x="{lx + 14:.0f}" y="{MT + 14}">{text}</text>')
-    if not all_vals:
+    if not all_vals:  # wrapped inside the plot: a reason can be long
+        lines = _wrap(empty_text, int((pw - 16) / EMPTY_CH))
+        y0 = MT + ph / 2 + 5 - 8 * (len(lines) - 1)
+        spans = "".join(
+            f'<tspan x="{ML + pw / 2:.0f}" y="{y0 + 16 * i:.0f}">{html_text(line)}</tspan>'
+            for i, line in enumerate(lines)
+        )
         parts.append(
-            f'<text class="empty" x="{ML + pw / 2:.0f}" y="{MT + ph / 2 + 5:.0f}" text-anchor="middle">'
-            f"{html_text(empty_text)}</text>"
+            f'<text class="empty" text-anchor="middle">{spans}<title>{html_text(empty_text)}</title></text>'
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -91,6 +91,13 @@ def event_text(event: Any) -> str:
     return f"{label} {printable(event.get('type'), 8)}, {num(event.get('age_s'), '.0f')} s ago"
 
 
+def snapshot_text(row: dict[str, Any], now: float) -> str:
+    """`snapshot 20 s ago`: the age of the latest snapshot (received), which can be older than the last event."""
+    return (
+        f"snapshot {num(max(0.0, now - row['snapshot_at']), '.0f')} s ago" if row.get("snapshot_at") else ""
+    )
+
+
 def row_tone(row: dict[str, Any]) -> str:
     """The whole row: bad when offline/stale/stopped, warn with any other alert."""
     alerts = row.get("alerts") or []
@@ -109,6 +116,9 @@ def cells(row: dict[str, Any]) -> list[Cell]:
     if is_simulated(row.get("power_source")) and power != "—":
         power += " sim"
     hot = row.get("throttled") or row.get("under_voltage")
+    present = Cell(presence_text(row.get("presence")), "accent" if row.get("presence") else "")
+    if row.get("state") == "offline" and row.get("presence"):  # its retained presence outlives the device
+        present = Cell(f"{present.text} (last known)", "muted")
     return [
         Cell(printable(row.get("device_id"), TEXT_LIMIT)),
         Cell(printable(row.get("state") or "unknown", TEXT_LIMIT), "good" if row.get("online") else "bad"),
@@ -121,7 +131,7 @@ def cells(row: dict[str, Any]) -> list[Cell]:
         Cell(num(row.get("temp_c")), "bad" if hot else ""),
         Cell(num(row.get("spool_depth"), "d"), "bad" if row.get("spool_growing") else ""),
         Cell(num(row.get("detections_per_min"), "d")),
-        Cell(presence_text(row.get("presence")), "accent" if row.get("presence") else ""),
+        present,
         Cell(event_text(row.get("last_event"))),
         Cell(num(row.get("seq_gaps"), "d")),
         Cell(f"{num(row.get('age_s'), '.0f')} s"),

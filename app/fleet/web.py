@@ -33,7 +33,7 @@ from app.fleet.prometheus import FleetCollector, exposition
 from app.fleet.registry import Registry
 from app.fleet.runtimes import bench_rows, compare
 from app.fleet.store import Store
-from app.fleet.table import alert_counts, cells, event_text, row_tone, summary
+from app.fleet.table import alert_counts, cells, event_text, row_tone, snapshot_text, summary
 from app.fleet.view import sort_rows
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,15 @@ def finite(v: Any) -> Any:
 
 def snapshots(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The devices with a snapshot, in row order: id, when it was received (the image URL's version), and
-    a caption (the last event) — plain text, for the page to write as text."""
+    a caption (the last event, then the snapshot's own age: the event may be later than the picture) —
+    plain text, for the page to write as text."""
+    now = time.time()
     return [
-        {"id": r["device_id"], "t": r["snapshot_at"], "caption": event_text(r.get("last_event"))}
+        {
+            "id": r["device_id"],
+            "t": r["snapshot_at"],
+            "caption": f"{event_text(r.get('last_event'))} · {snapshot_text(r, now)}",
+        }
         for r in rows
         if r.get("snapshot_at")
     ]
