@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from app.config import LookoutConfig, validate_config
 from app.engine import engine_for
 from app.errors import LookoutError
 from app.runtimes.base import get_runtime_class, switch_runtime
+from app.tomlwrite import dump_toml
 
 if TYPE_CHECKING:
     from app.hostroots import HostRoots
@@ -132,12 +134,19 @@ class Controller:
         from app.measure.bench import BenchOptions, run_bench
 
         engine = self.pipeline.engine
-        opts = BenchOptions(
-            model=engine.model,
-            runtimes=list(payload.get("runtimes") or [engine.runtime]),
-            frames=int(payload.get("frames", 100)),
-        )
-        result, _ = run_bench(opts)
+        # the bench workers read the running config (models dir, meter, runtime options, threshold), not
+        # whatever a config search would find; the broker settings stay out of the file
+        text = dump_toml(self.cfg.model_dump(mode="json", exclude_none=True, exclude={"mqtt"}))
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=self.cfg.state_dir) as f:
+            f.write(text)
+            f.flush()
+            opts = BenchOptions(
+                model=engine.model,
+                runtimes=list(payload.get("runtimes") or [engine.runtime]),
+                frames=int(payload.get("frames", 100)),
+                config=f.name,
+            )
+            result, _ = run_bench(opts)
         if self.telemetry is not None:
             self.telemetry.publish_bench(result)
         return {"ok": True, "results": len(result.get("results", []))}

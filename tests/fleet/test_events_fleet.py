@@ -210,3 +210,14 @@ def test_lookout_fleet_shows_presence_and_the_last_event(
     assert proc.returncode == 0, err
     assert "present" in out and "last event" in out
     assert "face 2" in out and re.search(r"face update, \d+ s ago", out)
+
+
+def test_an_offline_devices_presence_is_shown_as_last_known() -> None:
+    """Its retained presence outlives the device: not "face 1" in the highlight colour of a live camera."""
+    mon = Monitor(Registry())
+    now = time.time()
+    mon.handle("lookout/cam-a/presence", presence(now, face=1), now)
+    mon.handle("lookout/cam-a/status", b'{"v": 1, "state": "offline"}', now)
+    row = mon.registry.snapshot(now)[0]
+    cell = dict(zip((c.header for c in COLUMNS), cells(row), strict=True))["present"]
+    assert cell.text.endswith("(last known)") and cell.tone == "muted"
