@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from app.fleet import svg
 from app.fleet.history import PANELS, WINDOWS, Event, values
+from app.fleet.runtimes import n_devices
 from app.fleet.table import COLUMNS, event_text, is_simulated, num, presence_text, snapshot_text
 from app.fleet.view import SORT_KEYS
 from app.inert import html_text
@@ -320,16 +321,12 @@ def _group_table(group: dict[str, Any], by: str) -> str:
     )
     sim = " <span class='badge warn'>simulated numbers</span>" if group["simulated"] else ""
     return (
-        f"<h3>{e(group[by])} <small class='muted'>{_devices(group['devices'])}</small>{sim}</h3>"
+        f"<h3>{e(group[by])} <small class='muted'>{n_devices(group['devices'])}</small>{sim}</h3>"
         "<table class='grid runtimes'><thead><tr><th>runtime</th><th class='num'>devices</th>"
         "<th class='num'>p90 ms</th><th></th><th class='num'>p50 ms</th><th class='num'>fps</th>"
         "<th class='num'>mJ/inf</th><th class='num'>RSS MB</th><th class='num'>errors</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
     )
-
-
-def _devices(n: int) -> str:
-    return f"{n} device" if n == 1 else f"{n} devices"
 
 
 def runtimes_page(data: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from app.errors import ConfigError
 from app.fleet.history import PANELS, events, values, y_range
-from app.fleet.runtimes import bench_rows, compare
+from app.fleet.runtimes import bench_rows, compare, n_devices
 from app.fleet.store import Store
 from app.inert import chart_text, html_text
 
@@ -131,14 +131,17 @@ def device_chart(
     return {"ylim": ylim, "events": evts}
 
 
-def comparison_chart(rows: list[dict[str, Any]], path: Path) -> bool:
-    """p90 latency per runtime across devices, one box plot per model. False when nothing to plot."""
+def comparison_chart(rows: list[dict[str, Any]], path: Path) -> list[str]:
+    """p90 latency per runtime across devices, one box plot per model; returns the panel titles (none: no
+    chart written)."""
     by_model: dict[str, dict[str, list[float]]] = {}
     for r in rows:
         if r["p90_ms"] is not None and not r["error"]:
-            by_model.setdefault(r["model"], {}).setdefault(r["runtime"], []).append(r["p90_ms"])
+            # simulated documents get a panel of their own, never a box shared with measured numbers
+            title = f"{r['model']} (simulated)" if r["simulated"] else r["model"]
+            by_model.setdefault(title, {}).setdefault(r["runtime"], []).append(r["p90_ms"])
     if not by_model:
-        return False
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,12 +164,12 @@ def comparison_chart(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.set_ylim(0, max(max(v) for v in data.values()) * 1.15)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel("inference p90, ms")
-    sim = " — includes SIMULATED bench documents" if any(r["simulated"] for r in rows) else ""
+    sim = " — simulated documents in panels of their own" if any(r["simulated"] for r in rows) else ""
     fig.suptitle(f"lookout bench across the fleet, by model{sim}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=80)
     plt.close(fig)
-    return True
+    return models
 
 
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
@@ -212,7 +215,7 @@ def write_report(
             charts.append((dev, None, len(rows)))
     results = bench_rows(benches)
     groups = compare(results, "model")
-    has_cmp = comparison_chart(results, out / "runtimes.png")
+    has_cmp = bool(comparison_chart(results, out / "runtimes.png"))
 
     simulated = any(r["simulated"] for r in results) or any(
         str(r.get("power_source") or "").startswith("simulated") for r in latest
@@ -224,7 +227,7 @@ def write_report(
         "img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>",
         "<h1>Lookout fleet report</h1>",
         f"<p>Window: {html.escape(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since)))} to "
-        f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now)))} · {len(by_dev)} devices · "
+        f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now)))} · {n_devices(len(by_dev))} · "
         f"{len(samples)} history rows · database {html_text(store.location)}</p>",
     ]
     if simulated:
@@ -236,7 +239,7 @@ def write_report(
     if groups:
         for g in groups:
             sim = " (simulated numbers)" if g["simulated"] else ""
-            parts.append(f"<h3>{html_text(g['model'])} <small>{g['devices']} devices{sim}</small></h3>")
+            parts.append(f"<h3>{html_text(g['model'])} <small>{n_devices(g['devices'])}{sim}</small></h3>")
             parts.append(
                 _table(
                     g["runtimes"],
@@ -279,7 +282,7 @@ def write_report(
     parts.append("<h2>Devices</h2>")
     if len(charted) < len(by_dev):
         parts.append(
-            f"<p>Charts for {len(charted)} of {len(by_dev)} devices (alerted first; --max-charts).</p>"
+            f"<p>Charts for {len(charted)} of {n_devices(len(by_dev))} (alerted first; --max-charts).</p>"
         )
     for dev, name, n in charts:
         parts.append(f"<h3 id='{html_text(_safe(dev))}'>{html_text(dev)} <small>({n} samples)</small></h3>")

@@ -67,6 +67,11 @@ def _median(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def n_devices(n: int) -> str:
+    """ "1 device", "3 devices": the count as the pages and the report print it."""
+    return f"{n} device" if n == 1 else f"{n} devices"
+
+
 def compare(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     """Groups (by model or board), each with one summary per runtime: medians across devices."""
     if by not in GROUPINGS:

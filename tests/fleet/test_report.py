@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from app.fleet.report import device_chart, write_report
+from app.fleet.report import comparison_chart, device_chart, write_report
 from app.fleet.store import SAMPLE_COLUMNS, Store
 
 
@@ -51,9 +51,20 @@ def test_report_marks_events_keeps_axes_honest_and_groups_runtimes_by_model(tmp_
     assert (tmp_path / "report" / "device-busy.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "report" / "device-quiet.png").exists()
     assert "no metrics yet" in index and "1970" not in index
+    assert "· 2 devices ·" in index
     assert (
-        "<h3>ssd <small>1 devices</small></h3>" in index
-        and "<h3>blazeface <small>1 devices</small></h3>" in index
+        "<h3>ssd <small>1 device</small></h3>" in index
+        and "<h3>blazeface <small>1 device</small></h3>" in index
     )
     assert index.index("<h3>blazeface") < index.index("<h3>ssd")
     assert (tmp_path / "report" / "runtimes.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_comparison_chart_never_boxes_simulated_with_measured(tmp_path: Path) -> None:
+    row = {"model": "ssd", "runtime": "tflite", "error": None}
+    rows = [row | {"p90_ms": 4.0, "simulated": False}] + [
+        row | {"p90_ms": 40.0 + i, "simulated": True} for i in range(5)
+    ]
+    assert comparison_chart(rows, tmp_path / "c.png") == ["ssd", "ssd (simulated)"]
+    assert comparison_chart([row | {"p90_ms": None, "simulated": False}], tmp_path / "none.png") == []
+    assert not (tmp_path / "none.png").exists()
