@@ -15,6 +15,24 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 
+def start_run(env: dict, *args: str, **popen: Any) -> subprocess.Popen:
+    """`python -m app run ARGS` as a subprocess, stdout and stderr piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "app", "run", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)  # fmt: skip
+
+
+def stop_run(proc: subprocess.Popen) -> str:
+    """SIGTERM (when still running), wait up to 60 s (then SIGKILL); its stderr. The caller checks the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+    return err
+
+
 class LiveDevice:
     """Starts `lookout run --config FILE`, records everything under lookout/<id>/# (raw bytes)."""
 
@@ -32,13 +50,7 @@ class LiveDevice:
         self.c.loop_start()
         assert self.subscribed.wait(10), "test subscriber could not subscribe"
         self.report = config.with_suffix(".report.json")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "run", "--config", str(config), "--report", str(self.report)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.proc = start_run(env, "--config", str(config), "--report", str(self.report))
         self.stderr = ""
         self._stopped = False
 
@@ -73,13 +85,7 @@ class LiveDevice:
         """SIGTERM (when still running), wait, close the subscriber; the exit code. Idempotent."""
         if not self._stopped:
             self._stopped = True
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                _, self.stderr = self.proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                _, self.stderr = self.proc.communicate(timeout=10)
+            self.stderr = stop_run(self.proc)
             self.c.loop_stop()
             self.c.disconnect()
         return self.proc.returncode

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from .live_device import start_run, stop_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,13 +71,11 @@ class Requester:
 
 def _start(cfg: Path, cwd: Path, env: dict, *extra: str) -> subprocess.Popen:
     env = dict(env, PYTHONPATH=str(REPO))  # cwd is not the checkout
-    return subprocess.Popen([sys.executable, "-m", "app", "run", "--config", str(cfg), *extra],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return start_run(env, "--config", str(cfg), *extra, cwd=cwd)
 
 
 def _stop(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    _, err = proc.communicate(timeout=60)
+    err = stop_run(proc)
     assert proc.returncode == 0, err[-2000:]
     return err
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import cv2
 import paho.mqtt.client as mqtt
+
+from .live_device import start_run, stop_run
 
 
 def write_avi(path: Path, frames: int) -> Path:
@@ -45,13 +45,7 @@ def test_file_truncated_mid_run_goes_degraded_and_keeps_running(broker, clean_en
     sub.connect(broker.host, broker.port)
     sub.subscribe("lookout/trunc-dev/status", qos=1)
     sub.loop_start()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--config", str(cfg), "--report", str(tmp_path / "r.json")],
-        env=clean_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(clean_env, "--config", str(cfg), "--report", str(tmp_path / "r.json"))
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "online" not in states:
@@ -66,8 +60,7 @@ def test_file_truncated_mid_run_goes_degraded_and_keeps_running(broker, clean_en
         time.sleep(2.0)
         assert proc.poll() is None, "the service must keep running on a failing source"
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
         sub.loop_stop()
         sub.disconnect()
     assert proc.returncode == 0, err[-2000:]

@@ -6,13 +6,14 @@ import itertools
 import json
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from .live_device import start_run, stop_run
 
 FPS = 10.0  # the source's frame rate (capped like a camera)
 
@@ -77,13 +78,7 @@ def test_hot_swap_under_load_and_corrupt_model_rejected(
         "homeassistant = false\n"
     )
     watcher = Watcher(broker, "swap-dev")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--config", str(cfg), "--report", str(tmp_path / "r.json")],
-        env=clean_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(clean_env, "--config", str(cfg), "--report", str(tmp_path / "r.json"))
     try:
         watcher.wait(lambda: len(watcher.detections) >= 10, 60, proc)
         watcher.command("swap", {"model": "blazeface-short", "runtime": "executorch"})
@@ -103,8 +98,7 @@ def test_hot_swap_under_load_and_corrupt_model_rejected(
             after = watcher.detections[n_before:]
         assert all(d["runtime"] == "executorch" and d["model"] == "blazeface-short" for d in after)
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
         watcher.close()
     assert proc.returncode == 0, err[-2000:]
 
@@ -133,13 +127,7 @@ def test_swap_back_to_edgetpu_keeps_its_configured_options(broker, models_dir, c
         f'[mqtt]\nurl = "{broker.url}"\npublish_empty = true\nhomeassistant = false\n'
     )
     watcher = Watcher(broker, "tpu-dev")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--config", str(cfg)],
-        env=clean_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(clean_env, "--config", str(cfg))
     try:
         watcher.wait(lambda: watcher.detections[:1], 60, proc)
         watcher.command("swap", {"model": "blazeface-short", "runtime": "tflite"})
@@ -148,8 +136,7 @@ def test_swap_back_to_edgetpu_keeps_its_configured_options(broker, models_dir, c
         watcher.command("swap", {"model": "blazeface-short", "runtime": "edgetpu"})
         back = watcher.wait(lambda: watcher.replies[1:2], 60, proc)[0]
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
         watcher.close()
     assert proc.returncode == 0, err[-2000:]
     assert back["ok"] is True and back["to"]["runtime"] == "tflite", back

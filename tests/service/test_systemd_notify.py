@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from .live_device import start_run, stop_run
 
 
 def test_ready_status_and_watchdog_from_frames(demo_video, clean_env, tmp_path: Path) -> None:
@@ -17,11 +17,7 @@ def test_ready_status_and_watchdog_from_frames(demo_video, clean_env, tmp_path: 
     sock.bind(str(path))
     sock.settimeout(1.0)
     env = {**clean_env, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"}  # 1 s: pings every <= 0.5 s
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--source", str(demo_video), "--fps", "20", "--no-mqtt",
-         "--runtime", "tflite"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_run(env, "--source", str(demo_video), "--fps", "20", "--no-mqtt", "--runtime", "tflite")
     messages: list[tuple[float, str]] = []
     try:
         deadline = time.monotonic() + 60
@@ -33,8 +29,7 @@ def test_ready_status_and_watchdog_from_frames(demo_video, clean_env, tmp_path: 
             if sum("WATCHDOG=1" in m for _, m in messages) >= 4:
                 break
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
         sock.close()
         os.unlink(path)
     assert proc.returncode == 0, err[-2000:]

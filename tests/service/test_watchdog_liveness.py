@@ -13,13 +13,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+
+from .live_device import start_run, stop_run
 
 WATCHDOG_S = 2.0  # WatchdogSec: pings are due at least every 2 s (the service aims at every 1 s)
 
@@ -66,19 +67,7 @@ def notify(tmp_path: Path) -> Iterator[Notifications]:
 
 def start(argv: list[str], env: dict, tmp_path: Path, notify: Notifications) -> subprocess.Popen:
     env = {**env, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(int(WATCHDOG_S * 1e6))}
-    return subprocess.Popen([sys.executable, "-m", "app", "run", "--no-mqtt", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-    return err
+    return start_run(env, "--no-mqtt", *argv)
 
 
 @pytest.mark.slow
@@ -88,7 +77,7 @@ def test_one_frame_per_50_s_keeps_the_watchdog_fed(notify, clean_env, tmp_path: 
         ready = notify.wait_for("READY=1", 90, proc)
         notify.collect(8.0, proc)
     finally:
-        err = stop(proc)
+        err = stop_run(proc)
     assert proc.returncode == 0, err[-3000:]
     pings = notify.pings(since=ready)
     assert len(pings) >= 4, notify.messages
@@ -128,7 +117,7 @@ def test_hung_inference_stops_the_pings_and_they_resume_after(notify, clean_env,
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGCONT)
-        err = stop(proc)
+        err = stop_run(proc)
     assert proc.returncode == 0, err[-3000:]
     assert "stalled: infer" in err  # logged once, with the stage
 

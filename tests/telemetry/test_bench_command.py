@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from ..service.live_device import start_run, stop_run
 
 
 @pytest.mark.slow
@@ -27,8 +27,7 @@ def test_bench_command_uses_the_running_config(
         f'[mqtt]\nurl = "{broker.url}"\nhomeassistant = false\n'
     )
     sub = collect(broker, ["lookout/bench-dev/#"])
-    proc = subprocess.Popen([sys.executable, "-m", "app", "run", "--config", str(cfg)], env=clean_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = start_run(clean_env, "--config", str(cfg))
     try:
         sub.wait_for("/status", timeout_s=60)
         sub.publish("lookout/bench-dev/cmd/bench", json.dumps({"runtimes": ["tflite"], "frames": 5}))
@@ -37,8 +36,7 @@ def test_bench_command_uses_the_running_config(
             m.json() for m in sub.wait_for("/bench", timeout_s=30) if m.topic.endswith("bench-dev/bench")
         )
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
     assert proc.returncode == 0, err[-2000:]
     assert reply["ok"] is True, reply
     result = bench["results"][0]

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import pytest
 
 from app.telemetry.spool import DISK_FULL, RESERVE_BYTES
 
+from ..service.live_device import start_run, stop_run
 from .conftest import wait_until
 
 FPS = 20.0
@@ -52,8 +50,7 @@ def test_full_disk_outage_and_recovery(
         "homeassistant = false\nreconnect_max_s = 1.0\n"
     )
     report = tmp_path / "report.json"
-    proc = subprocess.Popen([sys.executable, "-m", "app", "run", "--config", str(cfg), "--report", str(report)],
-                            env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = start_run(clean_env, "--config", str(cfg), "--report", str(report))
 
     def running(pred):  # a wait that fails at once, with the service's stderr, when it has died
         def check():
@@ -105,8 +102,7 @@ def test_full_disk_outage_and_recovery(
         )
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err and "cannot rollback" not in err
     rep = json.loads(report.read_text())

@@ -5,9 +5,6 @@ documents, and an events seq without a gap across a broker outage."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import pytest
 
 from app.telemetry.schemas import validate
 
+from ..service.live_device import start_run, stop_run
 from .conftest import wait_until
 
 DEVICE = "events-dev"
@@ -51,13 +49,7 @@ def test_run_publishes_events_snapshot_and_discovery_across_an_outage(
         persistent=True,
     )
     cfg = write_config(tmp_path, persistent_broker.url, demo_video)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--config", str(cfg), "--report", str(tmp_path / "r.json")],
-        env=clean_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(clean_env, "--config", str(cfg), "--report", str(tmp_path / "r.json"))
     try:
         wait_until(lambda: any(m.json()["type"] == "start" for m in sub.on("/events")), 60, "a start event")
         sub.wait_for("/snapshot", timeout_s=10)
@@ -71,8 +63,7 @@ def test_run_publishes_events_snapshot_and_discovery_across_an_outage(
         )
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
     assert proc.returncode == 0, err[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
     last = report["mqtt"]["last_events_seq"]

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from ..service.live_device import start_run, stop_run
 from .conftest import wait_until
 
 OUTAGE_S = 10.0
 
 
 def service(config: Path, report: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--config", str(config), "--report", str(report)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_run(env, "--config", str(config), "--report", str(report))
 
 
 def write_config(tmp_path: Path, url: str, video: Path) -> Path:
@@ -60,8 +53,7 @@ def test_broker_stopped_10s_mid_run(
         )
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = stop_run(proc)
     assert proc.returncode == 0, err[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
     published = report["detections_published"]
@@ -101,8 +93,7 @@ def test_service_killed_while_broker_down_then_both_restart(
     try:
         wait_until(lambda: len(sub.on("/detections")) > 0 and max(unique_seqs(sub)) > 100, 90, "new seqs")
     finally:
-        proc2.send_signal(signal.SIGTERM)
-        _, err = proc2.communicate(timeout=60)
+        err = stop_run(proc2)
     assert proc2.returncode == 0, err[-2000:]
     last = json.loads((tmp_path / "r2.json").read_text())["mqtt"]["last_seq"]
     wait_until(lambda: len(unique_seqs(sub)) >= last, 30, "every seq")
