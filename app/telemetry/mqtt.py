@@ -240,7 +240,7 @@ class Telemetry:
         """published (handed to paho), acked, rejected (PUBACK with an error code), spool_depth,
         dropped (lost: by the spool's bounds, or not kept and not sent; persisted) and dropped_reasons,
         unspooled (sent directly because the spool could not keep them), spool_error (why it cannot
-        now, or null), connected, last_seq (detections), last_events_seq, last_error."""
+        now, or null), spool_storage (file, or memory and why), connected, last_seq (detections), last_events_seq, last_error."""
         with self._map_lock:
             counts = dict(self._counts)
         return {
@@ -252,6 +252,7 @@ class Telemetry:
             "dropped_reasons": self.spool.drop_reasons,
             "unspooled": counts["unspooled"],
             "spool_error": self.spool_error,
+            "spool_storage": self.spool.storage,
             "connected": self._ready.is_set(),
             "connects": counts["connects"],
             "last_seq": self.spool.last_seq,
