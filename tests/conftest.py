@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -164,6 +165,19 @@ def pi_board(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., PiBoard]
         return b
 
     return make
+
+
+def fill_disk(d: Path) -> Path:
+    """Fill the file system under d to its last block (ENOSPC); the filler file, whose removal frees it."""
+    filler = d / "filler"
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while f.write(b"\0" * 4096):
+                pass
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler
 
 
 @pytest.fixture

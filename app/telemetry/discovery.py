@@ -5,7 +5,9 @@ binary sensor (status topic); with events on, per tracked label an `occupancy` b
 sensor (the retained presence topic), and with snapshots on a camera showing the latest event snapshot
 (snapshot topic, raw JPEG).
 Published retained on connect, whenever `homeassistant/status` says `online`, and when the tracked labels
-change (entities of labels no longer tracked are removed with an empty retained config).
+change (entities of labels no longer tracked are removed with an empty retained config). The topics
+published are saved in the state dir, so a later run removes the entities it no longer makes (labels
+changed in the config, or Home Assistant turned off) even across a restart.
 
 Availability: every entity but connectivity is available only while the status says online/degraded.
 A metrics sensor is also unavailable while its value is null (not measured: no power meter, no
@@ -21,6 +23,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from app.telemetry.topics import Topics
@@ -157,3 +160,32 @@ def configs(
             **common,
         }
     return out
+
+
+def _own_topic(topics: Topics) -> re.Pattern[str]:
+    node = re.escape(node_id(topics.device_id))
+    return re.compile(rf"{HA_PREFIX}/(?:sensor|binary_sensor|camera)/{node}/[A-Za-z0-9_-]+/config")
+
+
+def read_published(path: Path, topics: Topics) -> set[str]:
+    """The discovery topics an earlier run published (saved in `path`), so that entities it made and this
+    run does not (labels no longer tracked, Home Assistant turned off) can be removed. Only this device's
+    own discovery topics count; a missing or unreadable file is an empty set."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    own = _own_topic(topics)
+    return {t for t in saved if isinstance(t, str) and own.fullmatch(t)} if isinstance(saved, list) else set()
+
+
+def write_published(path: Path, published: set[str]) -> None:
+    """Save the discovery topics now published (atomically); a failure (a full disk) is only logged: the
+    worst case is an entity the next run cannot remove by itself."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(sorted(published)))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("cannot save the Home Assistant entities in %s: %s", path, exc.strerror or exc)
+        tmp.unlink(missing_ok=True)

@@ -88,7 +88,8 @@ class Telemetry:
         self._status: dict[str, Any] | None = None
         self._labels: tuple[str, ...] = ()  # tracked labels: Home Assistant entities per label
         self._camera = False  # snapshots are published: a Home Assistant camera entity
-        self._discovery_topics: set[str] = set()
+        self._discovery_file = Path(state_dir) / "homeassistant-topics.json"
+        self._discovery_topics = discovery.read_published(self._discovery_file, self.topics)  # earlier runs'
         self._discovery_lock = threading.Lock()  # network thread (connect) and set_labels
         self._client = self._make_client(client_id or f"lookout-{device_id}")
         # sender state: row ids handed to paho and not yet acknowledged; mid -> row id
@@ -240,7 +241,7 @@ class Telemetry:
         """published (handed to paho), acked, rejected (PUBACK with an error code), spool_depth,
         dropped (lost: by the spool's bounds, or not kept and not sent; persisted) and dropped_reasons,
         unspooled (sent directly because the spool could not keep them), spool_error (why it cannot
-        now, or null), connected, last_seq (detections), last_events_seq, last_error."""
+        now, or null), spool_storage (file, or memory and why), connected, last_seq (detections), last_events_seq, last_error."""
         with self._map_lock:
             counts = dict(self._counts)
         return {
@@ -252,6 +253,7 @@ class Telemetry:
             "dropped_reasons": self.spool.drop_reasons,
             "unspooled": counts["unspooled"],
             "spool_error": self.spool_error,
+            "spool_storage": self.spool.storage,
             "connected": self._ready.is_set(),
             "connects": counts["connects"],
             "last_seq": self.spool.last_seq,
@@ -377,7 +379,8 @@ class Telemetry:
             self._cmd_sub_mid = client.subscribe(self.topics.cmd_filter, qos=1)[1]
         if self.cfg.homeassistant:
             client.subscribe(discovery.HA_STATUS_TOPIC, qos=1)
-            self._publish_discovery()
+        if self.cfg.homeassistant or self._discovery_topics:
+            self._publish_discovery()  # with Home Assistant off: removes what an earlier run made
         if self._status is not None:  # the will may have replaced our retained status meanwhile
             self.publish_status()
 
@@ -445,7 +448,9 @@ class Telemetry:
 
     def _publish_discovery(self) -> None:
         with self._discovery_lock:
-            docs = discovery.configs(self.topics, __version__, self._labels, camera=self._camera)
+            docs = {}
+            if self.cfg.homeassistant:
+                docs = discovery.configs(self.topics, __version__, self._labels, camera=self._camera)
             for topic, cfg in docs.items():
                 data = _dumps(cfg)
                 self._keep(
@@ -453,6 +458,8 @@ class Telemetry:
                 )
             for gone in sorted(self._discovery_topics - docs.keys()):  # empty config: entity removed
                 self._keep(lambda t=gone: self.spool.put(t, b"", 1, True, prio=PRIO_HIGH, replace=True))
+            if self._discovery_topics != docs.keys():
+                discovery.write_published(self._discovery_file, set(docs))
             self._discovery_topics = set(docs)
 
     # --- threads -------------------------------------------------------------------------------------

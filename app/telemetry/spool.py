@@ -27,6 +27,7 @@ few commits (use synchronous="FULL" to trade write speed for that).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -130,6 +131,13 @@ def ensure_state_dir(path: Path) -> None:
         raise SpoolError(f"state_dir {path}: cannot create it: {exc.strerror or exc}") from None
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL from SQLite, or ENOSPC from the OS."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return isinstance(exc, sqlite3.Error) and write_failure_reason(exc) == DISK_FULL
+
+
 def write_failure_reason(exc: sqlite3.Error) -> str:
     """`disk full` for SQLITE_FULL, else `spool error: <message>`."""
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
@@ -157,6 +165,7 @@ class Spool:
         self.max_age_s = max_age_s
         self.drop_policy = drop_policy
         self.moved_aside: Path | None = None  # where a corrupt spool file was moved at open
+        self.storage = "file"  # or "memory: <why>" when the file could not be created (a full disk)
         self._lock = threading.Lock()
         self._closed = False
         self._last_rescue = 0.0
@@ -172,7 +181,17 @@ class Spool:
                 self.moved_aside = self._move_aside(unusable)
                 meta = self._open(synchronous)
         except (sqlite3.Error, OSError, _Unusable) as exc:
-            raise SpoolError(f"spool {self.path}: {exc}") from None
+            if not _is_disk_full(exc):
+                raise SpoolError(f"spool {self.path}: {exc}") from None
+            # no room for even an empty database: keep running on one in memory, rather than exit and
+            # have systemd restart into the same full disk until it gives up
+            meta = self._open(synchronous, ":memory:")
+            self.storage = f"memory: {DISK_FULL} at start ({self.path} could not be created)"
+            log.warning(
+                "spool %s: the disk is full: spooling in memory (at most spool.max_messages) until the next "
+                "start; messages not yet sent are lost if the process stops; free space under %s",
+                self.path, self.path.parent,
+            )  # fmt: skip
         # counters: 'seq', 'dropped' and 'dropped:<reason>'; the larger of database and mirror
         self._counts = {k: max(meta.get(k, 0), mirrored.get(k, 0)) for k in meta.keys() | mirrored.keys()}
         self._dirty = {k for k, v in self._counts.items() if v != meta.get(k)}  # saved by the next write
@@ -190,9 +209,10 @@ class Spool:
             )  # fmt: skip
 
     # --- opening -------------------------------------------------------------------------------------
-    def _open(self, synchronous: str) -> dict[str, int]:
-        """Connect, check, create the schema; the meta counters. _Unusable when the file is corrupt."""
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+    def _open(self, synchronous: str, where: str = "") -> dict[str, int]:
+        """Connect (to the spool file, or `where`), check, create the schema; the meta counters.
+        _Unusable when the file is corrupt."""
+        db = sqlite3.connect(where or str(self.path), isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={synchronous}")
@@ -460,7 +480,7 @@ class Spool:
                 self._counts = counts
                 self._dirty.clear()
                 self._mirror.write(counts)
-            if self._free_bytes() < CHECKPOINT_BELOW_BYTES:
+            if self.storage == "file" and self._free_bytes() < CHECKPOINT_BELOW_BYTES:
                 self._checkpoint()  # keep the WAL from taking the last of the disk
             return result
         raise AssertionError("unreachable")
@@ -483,8 +503,9 @@ class Spool:
 
     def _room_for_new(self) -> bool:
         """A new message fits without eating into the reserve: free disk space above RESERVE_BYTES, or
-        free pages inside the database file (left by deleted messages) to take it."""
-        if self._free_bytes() >= RESERVE_BYTES:
+        free pages inside the database file (left by deleted messages) to take it. In memory: always
+        (bounded by max_messages)."""
+        if self.storage != "file" or self._free_bytes() >= RESERVE_BYTES:
             return True
         try:
             return self._db.execute("PRAGMA freelist_count").fetchone()[0] >= REUSABLE_PAGES

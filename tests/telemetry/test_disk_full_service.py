@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from app.telemetry.spool import DISK_FULL, RESERVE_BYTES
 
+from ..conftest import fill_disk
 from ..service.live_device import start_run, stop_run
 from .conftest import wait_until
 
@@ -117,3 +120,30 @@ def test_full_disk_outage_and_recovery(
     assert dropped == dropped_before, "nothing dropped after space returned"
     # every detection that was not kept is counted; the rest of the count is metrics (one a second)
     assert len(missing) <= dropped <= len(missing) + 2 * 60, (len(missing), dropped)
+
+
+@pytest.mark.broker
+def test_a_run_that_starts_on_a_full_disk_keeps_running(
+    broker, collect, tiny_tmpfs, clean_env, tmp_path
+) -> None:
+    """No room for the spool file at all: the service spools in memory, publishes, runs to its frame limit
+    and exits 0 (before: exit 2 at every start, a restart loop under systemd)."""
+    state = tiny_tmpfs("state", 128)
+    fill_disk(state)
+    sub = collect(broker, ["lookout/full-start/#"])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'device_id = "full-start"\nstate_dir = "{state}"\n[source]\ntype = "synthetic"\n[pipeline]\nfps = {FPS}\n'
+        f'[mqtt]\nurl = "{broker.url}"\npublish_empty = true\nhomeassistant = false\n'
+    )
+    report = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "app", "run", "--config", str(cfg), "--report", str(report),
+                        "--max-frames", "40"], env=clean_env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "spooling in memory" in r.stderr
+    rep = json.loads(report.read_text())
+    assert rep["mqtt"]["spool_storage"].startswith(f"memory: {DISK_FULL}")
+    # the disk stayed full: every detection went out directly, none was lost
+    wait_until(lambda: len(_seqs(sub)) >= 40, 30, "40 detections")
+    assert sorted(_seqs(sub)) == list(range(1, 41)) and rep["mqtt"]["dropped"] == 0
+    assert sub.on("/status")[-1].json()["state"] == "stopped"

@@ -5,6 +5,7 @@ its own, Home Assistant templates rendered with Jinja (never "None"), and publis
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,13 +14,15 @@ import numpy as np
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.config import SpoolConfig
 from app.telemetry import contract, discovery
 from app.telemetry.broker import Broker
+from app.telemetry.mqtt import Telemetry
 from app.telemetry.schemas import SchemaError, validate
 from app.telemetry.spool import Spool
 from app.telemetry.topics import Topics, parse
 
-from .conftest import Collector, wait_until
+from .conftest import Collector, mqtt_cfg, wait_until
 
 EVENT = {"v": 1, "seq": 3, "type": "start", "label": "face", "count": 1, "max_score": 0.93,
          "started_at": 100.0, "ts": 100.2, "snapshot": True}  # fmt: skip
@@ -213,3 +216,31 @@ def test_events_presence_snapshot_and_label_entities_on_the_wire(
     fresh.wait_for("/presence_person/config")
     assert not fresh.on("/presence_face/config")
     assert json.loads(fresh.on("/presence_person/config")[0].payload)["device_class"] == "occupancy"
+
+
+def test_entities_a_restart_no_longer_makes_are_removed(
+    broker: Broker, collect: Callable[..., Collector], tmp_path: Path
+) -> None:
+    """Labels changed in the config, then Home Assistant turned off, each across a restart: no ghost entity
+    stays retained (before: the old label's occupancy and count entities stayed forever)."""
+
+    def run(labels: list[str], homeassistant: bool = True) -> set[str]:
+        """One run of the device on the same state dir; then the entities retained on the broker."""
+        t = Telemetry(
+            mqtt_cfg(broker.url, homeassistant=homeassistant), SpoolConfig(), "cam-9", tmp_path / "s"
+        )
+        t.set_labels(labels, camera=True)
+        t.start()
+        try:
+            assert t.wait_connected(10)
+            wait_until(lambda: t.stats()["spool_depth"] == 0, 10, "the spool to drain")
+        finally:
+            t.stop(timeout_s=2)
+        late = collect(broker, ["homeassistant/+/cam-9/+/config"])
+        time.sleep(1.0)  # retained messages arrive right after the subscription; empty ones are not kept
+        return {m.topic.split("/")[-2] for m in late.on("/config") if m.payload}
+
+    assert {"presence_face", "count_face", "snapshot", "connectivity"} <= run(["face"])
+    now = run(["person"])
+    assert {"presence_person", "count_person"} <= now and not {"presence_face", "count_face"} & now
+    assert run(["person"], homeassistant=False) == set()

@@ -20,6 +20,8 @@ import pytest
 
 from app.telemetry.spool import DISK_FULL, Spool, SpoolError, SpoolWriteError
 
+from ..conftest import fill_disk
+
 
 def _detection(seq: int) -> bytes:
     return json.dumps({"seq": seq, "detections": [], "pad": "x" * 300}).encode()
@@ -194,3 +196,18 @@ def test_the_state_dir_lock_goes_with_its_holder(tmp_path: Path) -> None:
         StateDirLock(tmp_path)
     first.release()
     StateDirLock(tmp_path).release()  # free again: nothing stale left behind
+
+
+def test_a_spool_that_cannot_be_created_on_a_full_disk_runs_in_memory(tiny_tmpfs, caplog) -> None:
+    """Before: SpoolError "database or disk is full", so `lookout run` exited 2 at every systemd restart."""
+    state = tiny_tmpfs("state", 128)
+    fill_disk(state)
+    s = Spool(state / "spool.sqlite")
+    assert s.storage.startswith(f"memory: {DISK_FULL}")
+    assert "spooling in memory" in caplog.text
+    # the disk is still full, and the memory spool keeps messages (the disk's reserve is not its business)
+    ids = [s.put_seq("lookout/d/detections", _detection)[0] for _ in range(3)]
+    assert s.depth == 3 and s.last_seq == 3
+    s.ack_many(ids)
+    assert s.depth == 0
+    s.close()
