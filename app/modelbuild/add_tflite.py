@@ -62,6 +62,11 @@ class Layout:
     labels: list[str] = field(default_factory=list)
     keypoints: list[str] = field(default_factory=list)
 
+    @property
+    def experimental(self) -> bool:
+        """A decoder (or layout version) never checked on a real network's outputs (docs/models.md)."""
+        return self.decoder == "ssd" or (self.decoder, self.options.get("version")) == ("yolo", "v5")
+
 
 def describe_tflite(path: Path) -> Description:
     """Input and output tensors of a .tflite (read by LiteRT without allocating: a compiled Edge TPU
@@ -212,7 +217,8 @@ def default_normalisation(inp: TensorDesc) -> tuple[list[float], list[float], st
 
 
 def check_edgetpu_pair(cpu: Path, cpu_desc: Description, compiled: Path) -> None:
-    """The compiled file holds the Edge TPU op and has the CPU model's input and output tensors."""
+    """The compiled file holds the Edge TPU op and has the CPU model's input and output tensors. A check of
+    the interface only (a heuristic): another network with the same tensors would pass."""
     check_tflite(compiled)
     if not edgetpu_compiled(compiled):
         raise ArtifactError(f"--edgetpu {compiled} is not an Edge TPU model: it has no {EDGETPU_CUSTOM_OP}")
@@ -301,6 +307,12 @@ def add_from_tflite(
     d_mean, d_std, note = default_normalisation(inp)
     if mean is None or std is None:
         notes.append(f"input normalisation: {note}")
+    if layout.experimental:
+        notes.append(
+            f"the {layout.decoder} decoder for this layout is experimental: it has only been checked on "
+            "hand-built tensors, not on a real model (docs/models.md, 'Decoders and what they were checked "
+            "on'); compare a few results by hand"
+        )
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     dest.mkdir(parents=True, exist_ok=True)
     try:

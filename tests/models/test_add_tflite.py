@@ -102,3 +102,15 @@ def test_add_refuses_what_it_cannot_describe_in_one_line(
     lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("INFO:")]
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert not (models / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("shape", "version", "experimental"),
+    [((1, 6, 100), "v8", False), ((1, 100, 7), "v5", True)],  # 2 labels: 4 + C = 6 (v8), 5 + C = 7 (v5)
+)
+def test_yolo_v5_is_added_with_a_note_that_its_decoder_is_experimental(shape, version, experimental) -> None:
+    from app.modelbuild.add_tflite import TensorDesc, add_output_layout
+
+    out = TensorDesc("out", shape, "float32", 0.0, 0)
+    layout = add_output_layout("detection", [out], ["cat", "dog"], (640, 640), None)
+    assert (layout.decoder, layout.options["version"], layout.experimental) == ("yolo", version, experimental)
