@@ -24,17 +24,34 @@ RUNTIME_DISTS: dict[str, tuple[str, ...]] = {
 COMMON_DISTS = ("numpy", "opencv-python-headless")
 
 
-def cpu_model(root: Path = Path("/")) -> str | None:
-    """'model name' (x86), or the board 'Model' line (Raspberry Pi), from /proc/cpuinfo."""
+def _cpuinfo(root: Path) -> dict[str, str] | None:
+    """The first value of each /proc/cpuinfo field (lower-case keys); None when it cannot be read."""
     try:
         text = (root / "proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return platform.processor() or None
+        return None
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def arm_cpu_features(root: Path = Path("/")) -> set[str] | None:
+    """The `Features` of an Arm CPU (e.g. asimddp, the ARMv8.2 dot product); None on other CPUs or when
+    /proc/cpuinfo cannot be read."""
+    fields = _cpuinfo(root)
+    if not fields or "features" not in fields:
+        return None
+    return set(fields["features"].split())
+
+
+def cpu_model(root: Path = Path("/")) -> str | None:
+    """'model name' (x86), or the board 'Model' line (Raspberry Pi), from /proc/cpuinfo."""
+    fields = _cpuinfo(root)
+    if fields is None:
+        return platform.processor() or None
     return (
         fields.get("model name")
         or fields.get("model")

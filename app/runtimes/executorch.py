@@ -13,15 +13,22 @@ import importlib
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from app.errors import ArtifactError, RuntimeUnavailable
 from app.hostroots import HostRoots
-from app.runtimes.base import Runtime, RuntimeConfig, TensorSpec
+from app.measure.hostinfo import arm_cpu_features
+from app.runtimes.base import Runtime, RuntimeConfig, Substitute, TensorSpec
 from app.runtimes.filecheck import check_pte, first_line
+
+if TYPE_CHECKING:
+    from app.zoo import Manifest
+
+DOT_PRODUCT = "asimddp"  # /proc/cpuinfo feature: ARMv8.2 SDOT/UDOT (Pi 5's Cortex-A76 has it, Pi 4's A72 not)
+FP32_ARTIFACT = "pte"
 
 #: executorch ScalarType codes (runtime/core/portable_type/scalar_type.h) -> numpy dtype names
 SCALAR_TYPES = {
@@ -113,6 +120,37 @@ class ExecuTorchRuntime(Runtime[ExecuTorchConfig]):
         self._method: Any = None
         self._torch: Any = None
         self.threads_in_effect: int | None = None
+
+    def unusable_reason(
+        self, options: ExecuTorchConfig, manifest: Manifest, *, probe: bool = True
+    ) -> str | None:
+        """The libraries, and for an int8 program the Arm dot product its XNNPACK kernels use."""
+        why = super().unusable_reason(options, manifest, probe=probe)
+        if why:
+            return why
+        key = options.artifact or self.default_artifact
+        art = manifest.artifacts.get(key)
+        features = arm_cpu_features(self.roots.base)
+        if (
+            art is not None
+            and art.precision == "int8"
+            and features is not None
+            and DOT_PRODUCT not in features
+        ):
+            return (
+                f"artifact {key!r} is int8 and ExecuTorch's XNNPACK runs it with the ARMv8.2 dot product "
+                f"({DOT_PRODUCT}), which this CPU lacks (a Raspberry Pi 4's Cortex-A72): the process would die "
+                "with SIGILL"
+            )
+        return None
+
+    def substitute(self, options: ExecuTorchConfig, manifest: Manifest, reason: str) -> Substitute | None:
+        """The model's fp32 program on the same runtime, when an int8 one cannot run on this CPU."""
+        if DOT_PRODUCT in reason and FP32_ARTIFACT in manifest.artifacts:
+            return Substitute(
+                self.name, options.model_copy(update={"artifact": FP32_ARTIFACT}), FP32_ARTIFACT
+            )
+        return None
 
     def load(self, artifact: Path, options: ExecuTorchConfig) -> TensorSpec:
         artifact = Path(artifact)

@@ -51,7 +51,7 @@ def _doctor_and_run(lookout_cmd, env, cfg: Path, tmp_path: Path) -> tuple[dict, 
     run = subprocess.run([*lookout_cmd, "run", "--config", str(cfg), "--source", "synthetic", "--max-frames", "3",
                           "--no-mqtt", "--report", str(report)], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    return checks[("pipeline", "fallback")], json.loads(report.read_text())
+    return checks.get(("pipeline", "fallback"), {}), json.loads(report.read_text())
 
 
 @pytest.mark.slow
@@ -88,3 +88,31 @@ def test_third_party_plugin_falls_back_through_the_hook(lookout_cmd, clean_env, 
     assert report["fallback"] == {"from": "hailo", "to": "tflite", "reason": want}
     assert report["runtime"] == "tflite" and report["frames"] == 3
     assert doctor["detail"] == f"hailo cannot run here, will run tflite: {want}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("board", "runs"), [("pi4", "pte"), ("pi5", "pte-int8")])
+def test_int8_pte_needs_the_dot_product_a_pi_4_lacks(
+    board: str, runs: str, pi_board, lookout_cmd, clean_env, models_dir, tmp_path: Path
+) -> None:
+    """ExecuTorch 1.0.1's XNNPACK dies with SIGILL running pte-int8 on a Cortex-A72 (docs/deploy.md): on a CPU
+    whose /proc/cpuinfo lacks asimddp the plugin says so and runs the fp32 program; doctor agrees."""
+    pytest.importorskip("executorch")
+    cfg = tmp_path / f"{board}.toml"
+    cfg.write_text(
+        f'models_dir = "{models_dir}"\n[runtime]\ntype = "executorch"\nartifact = "pte-int8"\n'
+        "[mqtt]\nenabled = false\n"
+    )
+    doctor, report = _doctor_and_run(lookout_cmd, pi_board(board).env(clean_env), cfg, tmp_path)
+    program = Path(report["artifact"]).name
+    assert (
+        report["runtime"] == "executorch"
+        and program.endswith(".pte")
+        and ("_int8" in program) == (runs == "pte-int8")
+    )
+    if runs == "pte":
+        reason = report["fallback"]["reason"]
+        assert report["fallback"]["to"] == "executorch" and "asimddp" in reason and "SIGILL" in reason
+        assert doctor["detail"].endswith(reason)
+    else:
+        assert report["fallback"] is None and not doctor
