@@ -13,7 +13,9 @@ compare every detection with the same run on this host. Prints one verdict line;
    score within 1e-3, box within 1 px).
 4. ARM64_TORCH=1 adds `install.sh --torch` on the same root: a CPU-only torch, no nvidia-*/triton, a
    venv under 1.5 GB, doctor naming the versions, and executorch and torchscript-lite runs on
-   cortex-a72 (Pi 4) and cortex-a76 (Pi 5) compared with this host.
+   cortex-a72 (Pi 4) and cortex-a76 (Pi 5) compared with this host; the int8 .pte refused on the
+   cortex-a72 (no dot product: the fp32 .pte runs, as on this host) and run on the cortex-a76; and
+   every other zoo model's .pte on the cortex-a72.
 
 Every emulated step has a timeout; every mount lives in a private mount namespace of its step
 (scripts/arm64_pi.sh), so none survives a failure or Ctrl-C. Environment: ARM64_TORCH=1;
@@ -41,7 +43,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from arm64_detections import Collector, compare, config_text, write_photos  # noqa: E402
+from arm64_detections import (  # noqa: E402
+    BOX_TOL_PX,
+    MODEL,
+    SCORE_TOL,
+    ZOO_BOX_TOL_PX,
+    ZOO_SCORE_TOL,
+    Collector,
+    compare,
+    config_text,
+    write_photos,
+)
 from arm64_device import PI, Pi, Unit, passwd_ids  # noqa: E402
 from arm64_steps import Failure, Log, Runner, sha256_files  # noqa: E402
 
@@ -53,6 +65,7 @@ CHECKOUT = "/home/pi/lookout"  # where a Pi owner clones
 PHOTOS = "/home/pi/photos"
 RUNS = "/home/pi/runs"
 VENV_LIMIT_BYTES = 1_500_000_000
+ZOO_PTE_MODELS = ("person-detector", "mobilenet-v1-025", "movenet-lightning")  # besides MODEL
 TIMEOUT = {"root": 1800, "install": 1500, "install-torch": 2700, "doctor": 900, "run": 900, "host": 300}
 
 
@@ -223,13 +236,13 @@ class Check:
             raise Failure(f"doctor on the Pi: not ok: {'; '.join(bad) or 'the pipeline cannot run'}")
         return checks
 
-    def host_run(self, name: str, runtime: str, artifact: str | None) -> dict[int, dict]:
+    def host_run(self, name: str, runtime: str, artifact: str | None, model: str = MODEL) -> dict[int, dict]:
         assert self.broker is not None and self.collector is not None
         d = self.work / "host" / name
         d.mkdir(parents=True)
         cfg = d / "config.toml"
         photos = str(self.pi.root / PHOTOS.lstrip("/"))
-        cfg.write_text(config_text(f"host-{name}", self.broker.port, runtime, artifact, photos))
+        cfg.write_text(config_text(f"host-{name}", self.broker.port, runtime, artifact, photos, model))
         env = {**os.environ, "XDG_STATE_HOME": str(d / "state"), "XDG_CACHE_HOME": str(d / "cache")}
         env.pop("LOOKOUT_CONFIG", None)
         env.pop("LOOKOUT_MODELS_DIR", None)
@@ -246,11 +259,15 @@ class Check:
         self.check_report(report, runtime, f"host {name}")
         return self.collector.frames(f"host-{name}", self.n_photos)
 
-    def pi_run(self, name: str, runtime: str, artifact: str | None, cpu: str) -> tuple[dict[int, dict], dict]:
+    def pi_run(
+        self, name: str, runtime: str, artifact: str | None, cpu: str, model: str = MODEL, fallback: str = ""
+    ) -> tuple[dict[int, dict], dict]:
+        """One `lookout run` on the Pi as the service user; `fallback`: a word the expected fallback's
+        reason must hold (none expected when empty)."""
         assert self.unit is not None and self.broker is not None and self.collector is not None
         device = f"pi-{cpu}-{name}"
         cfg = self.pi.root / RUNS.lstrip("/") / f"{device}.toml"
-        cfg.write_text(config_text(device, self.broker.port, runtime, artifact, PHOTOS))
+        cfg.write_text(config_text(device, self.broker.port, runtime, artifact, PHOTOS, model))
         cfg.chmod(0o644)
         state = self.unit.dirs["STATE_DIRECTORY"][0]
         report_path = f"{state}/report-{device}.json"
@@ -261,12 +278,15 @@ class Check:
         )  # fmt: skip
         took = time.monotonic() - t
         report = json.loads((self.pi.root / report_path.lstrip("/")).read_text())
-        self.check_report(report, runtime, device)
+        self.check_report(report, runtime, device, fallback)
         report["_took_s"] = took
         return self.collector.frames(device, self.n_photos), report
 
-    def check_report(self, report: dict, runtime: str, what: str) -> None:
-        if report["runtime"] != runtime or report.get("fallback"):
+    def check_report(self, report: dict, runtime: str, what: str, fallback: str = "") -> None:
+        got = report.get("fallback")
+        if fallback and (not got or fallback not in got["reason"]):
+            raise Failure(f"{what}: expected a fallback naming {fallback!r}, got {got}")
+        if report["runtime"] != runtime or (got and not fallback):
             raise Failure(
                 f"{what}: ran on {report['runtime']} (fallback {report.get('fallback')}), not {runtime}"
             )
@@ -276,12 +296,22 @@ class Check:
                 f"{report['dropped_frames']} dropped ({report.get('last_error')})"
             )
 
-    def agree(self, runtime: str, artifact: str | None, cpus: list[str]) -> None:
-        name = artifact or runtime
-        host = self.host_run(name, runtime, artifact)
+    def agree(
+        self, runtime: str, artifact: str | None, cpus: list[str], model: str = MODEL, fallback: str = ""
+    ) -> None:
+        """The Pi's detections on each CPU match this host's. With `fallback` the Pi must refuse `artifact`
+        (a reason holding that word) and run the runtime's default artifact, which this host runs too."""
+        name = (
+            (f"{model}-" if model != MODEL else "") + (artifact or runtime) + ("-refused" if fallback else "")
+        )
+        host = self.host_run(name, runtime, None if fallback else artifact, model)
         for cpu in cpus:
-            dev, report = self.pi_run(name, runtime, artifact, cpu)
-            n, ds, db = compare(host, dev, f"{name} on {cpu}")
+            dev, report = self.pi_run(name, runtime, artifact, cpu, model, fallback)
+            tol = (SCORE_TOL, BOX_TOL_PX) if model == MODEL else (ZOO_SCORE_TOL, ZOO_BOX_TOL_PX)
+            n, ds, db = compare(host, dev, f"{name} on {cpu}", tol)
+            if fallback:
+                self.log.step(f"{name} on {cpu}: refused, fallback to {report['fallback']['to']}: "
+                              f"{report['fallback']['reason']}")  # fmt: skip
             infer = report["stages"].get("infer", {}).get("p50_ms")
             self.log.step(
                 f"{name} on {cpu}: {self.n_photos} photos, {n} detections match this host "
@@ -338,6 +368,11 @@ class Check:
                 self.log.step(f"doctor as lookout: {rt}: {checks[f'runtime:{rt}']['detail']}")
             self.agree("executorch", None, ["cortex-a72", "cortex-a76"])
             self.agree("torchscript-lite", None, ["cortex-a72", "cortex-a76"])
+            # the int8 program: refused on a Pi 4's core (no dot product: SIGILL), run on a Pi 5's
+            self.agree("executorch", "pte-int8", ["cortex-a72"], fallback="asimddp")
+            self.agree("executorch", "pte-int8", ["cortex-a76"])
+            for model in ZOO_PTE_MODELS:  # every other zoo .pte loads and agrees on a Pi 4's core
+                self.agree("executorch", None, ["cortex-a72"], model=model)
         out = subprocess.run(
             ["systemctl", f"--root={self.pi.root}", "is-enabled", "lookout.service"], capture_output=True, text=True, timeout=60
         ).stdout.strip()  # fmt: skip

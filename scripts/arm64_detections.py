@@ -13,6 +13,9 @@ from arm64_steps import Failure
 
 MODEL = "blazeface-short"
 SCORE_TOL, BOX_TOL_PX = 1e-3, 1.0
+# the other zoo models' fp32 .pte: ExecuTorch 1.0.1's XNNPACK on Arm vs 1.5.1's on x86 sum in another order;
+# measured on the person detector (its box comes from two keypoints, so differences grow): score 4.3e-3, 1.4 px
+ZOO_SCORE_TOL, ZOO_BOX_TOL_PX = 1e-2, 3.0
 
 
 def write_photos(folder: Path) -> int:
@@ -43,12 +46,14 @@ def write_photos(folder: Path) -> int:
     return len(images)
 
 
-def config_text(device_id: str, broker_port: int, runtime: str, artifact: str | None, source: str) -> str:
+def config_text(
+    device_id: str, broker_port: int, runtime: str, artifact: str | None, source: str, model: str = MODEL
+) -> str:
     from app.tomlwrite import toml_value
 
     lines = [
         f"device_id = {toml_value(device_id)}",
-        f"model = {toml_value(MODEL)}",
+        f"model = {toml_value(model)}",
         "[runtime]",
         f"type = {toml_value(runtime)}",
         "threads = 2",
@@ -106,9 +111,11 @@ class Collector:
         self.client.disconnect()
 
 
-def compare(host: dict[int, dict], dev: dict[int, dict], what: str) -> tuple[int, float, float]:
-    """Each frame: same number of detections; each detection matched by IoU with score within 1e-3
-    and every box coordinate within 1 px. Returns (detections, max |score diff|, max box diff px);
+def compare(
+    host: dict[int, dict], dev: dict[int, dict], what: str, tol: tuple[float, float] = (SCORE_TOL, BOX_TOL_PX)
+) -> tuple[int, float, float]:
+    """Each frame: same number of detections; each detection matched by IoU with score and every box
+    coordinate within `tol` (default 1e-3 and 1 px). Returns (detections, max |score diff|, max box diff px);
     raises Failure naming the first mismatch and how many frames differ."""
     from app.detection import Detection, iou
 
@@ -129,7 +136,7 @@ def compare(host: dict[int, dict], dev: dict[int, dict], what: str) -> tuple[int
             db = max(abs(p - q) for p, q in zip(d.box, m.box, strict=True))
             worst_score, worst_box = max(worst_score, ds), max(worst_box, db)
             n += 1
-            if d.label != m.label or ds > SCORE_TOL or db > BOX_TOL_PX:
+            if d.label != m.label or ds > tol[0] or db > tol[1]:
                 bad.append(
                     f"frame {frame}: host {d.label} {d.score:.4f} {fmt_box(d.box)} vs "
                     f"Pi {m.label} {m.score:.4f} {fmt_box(m.box)}"
