@@ -666,16 +666,30 @@ def latency_percentiles(summary: Mapping[str, Mapping[str, float]], stages: Iter
     return {s: {k: summary[s][f"{k}_ms"] for k in PERCENTILES} for s in stages if s in summary}
 
 
+def _finite(*values: Any) -> bool:
+    return all(isinstance(x, int | float) and math.isfinite(x) for x in values)
+
+
 def finite_detections(detections: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Detections whose score and box are finite numbers; the others are dropped and logged (a model
-    that outputs NaN has no detection to report)."""
+    """Detections whose score and box are finite numbers, with their keypoints (a keypoint whose x, y or
+    score is not finite is left out); the others are dropped and logged (a model that outputs NaN has no
+    detection to report)."""
     kept = []
     for d in detections:
-        values = [d.get("score"), *(d.get("box") or ())]
-        if all(isinstance(x, int | float) and math.isfinite(x) for x in values):
-            kept.append({"label": d.get("label"), "score": d.get("score"), "box": list(d.get("box") or ())})
-        else:
+        if not _finite(d.get("score"), *(d.get("box") or ())):
             log.warning("dropped a detection with a non-finite score or box: %r", dict(d))
+            continue
+        out = {"label": d.get("label"), "score": d.get("score"), "box": list(d.get("box") or ())}
+        if d.get("keypoints") is not None:
+            points = [dict(k) for k in d["keypoints"]]
+            out["keypoints"] = [k for k in points if _finite(k.get("x"), k.get("y"), k.get("score"))]
+            if len(out["keypoints"]) < len(points):
+                log.warning(
+                    "dropped %d non-finite keypoint(s) of a %r detection",
+                    len(points) - len(out["keypoints"]),
+                    d.get("label"),
+                )
+        kept.append(out)
     return kept
 
 

@@ -215,6 +215,25 @@ def test_kinds_without_reasons_refuse_non_finite_numbers() -> None:
     assert [d["label"] for d in kept] == ["f"]
 
 
+def test_detections_keep_their_finite_keypoints() -> None:
+    nose = {"name": "nose", "x": 1.0, "y": 2.0, "score": 0.9}
+    kept = contract.finite_detections(
+        [
+            {
+                "label": "person",
+                "score": 0.9,
+                "box": [0, 0, 9, 9],
+                "keypoints": [nose, nose | {"x": math.nan}],
+            },
+            {"label": "face", "score": 0.8, "box": [0, 0, 1, 1]},
+        ]
+    )
+    assert kept[0]["keypoints"] == [nose] and "keypoints" not in kept[1]
+    wire = json.loads(contract.build("detections", DETECTIONS | {"detections": kept}).to_json())
+    assert wire["detections"][0]["keypoints"] == [nose] and "keypoints" not in wire["detections"][1]
+    assert file_validator("detections").is_valid(wire)
+
+
 def test_nan_on_the_wire_is_not_json() -> None:
     with pytest.raises(ValueError, match="NaN is not JSON"):
         contract.loads(b'{"v": 1, "fps": NaN}')
