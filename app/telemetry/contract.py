@@ -26,7 +26,15 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from app.errors import LookoutError
@@ -101,6 +109,14 @@ class Payload(Model):
     sent_by_device: ClassVar[bool] = True
 
     v: Literal[1] = Field(default=VERSION, description="contract version of this payload")
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _v_not_bool(cls, v: Any) -> Any:
+        """`true` is not 1 (a lax Literal[1] takes it; the schemas' integer const does not)."""
+        if isinstance(v, bool):
+            raise ValueError(f"Input should be the integer 1, not a boolean (got {v!r})")
+        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -179,6 +179,18 @@ def test_versions_known_unknown_and_missing() -> None:
         contract.parse("cmd_config", {"v": 2, "publish_empty": True})
 
 
+@pytest.mark.parametrize("kind", ["status", "cmd_config"])
+@pytest.mark.parametrize("check", [contract.parse, contract.build])
+def test_true_is_not_version_1(kind: str, check: Any) -> None:
+    """Consumer and producer refuse `"v": true` as malformed, as the shipped schemas do."""
+    payload = {"v": True, "state": "offline"} if kind == "status" else {"v": True, "publish_empty": True}
+    with pytest.raises(ContractError, match=r"payload v: .*not a boolean") as info:
+        check(kind, payload)
+    assert not isinstance(info.value, UnsupportedVersion)
+    assert not file_validator(kind).is_valid(payload)
+    assert check(kind, payload | {"v": 1}).v == 1
+
+
 def test_the_will_is_the_offline_status() -> None:
     will = contract.offline_will()
     assert json.loads(will) == {"v": 1, "state": "offline"}
