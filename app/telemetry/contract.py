@@ -12,7 +12,8 @@ Rules every kind follows:
 - Scalars are strict (no ``"5"`` for 5, no ``true`` for 1) and unknown keys are errors.
 - NaN and infinity never reach the wire: a non-finite number becomes null and its dotted path, with the
   reason, goes into the payload's ``reasons``; a kind without ``reasons`` refuses the payload.
-- ``Absent[...]`` fields are left out when unset instead of being sent as null.
+- ``Absent[...]`` fields are left out when unset instead of being sent as null; on the wire (``parse``, and
+  every command) a null for one is refused.
 
 Adding a kind: one ``Payload`` subclass (docstring, ``topic``, ``sent_by_device``) and one entry in
 ``KINDS``; then ``make schemas``.
@@ -31,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -89,6 +91,16 @@ class Model(BaseModel):
         cls._absent = tuple(
             (name, f.alias or name) for name, f in cls.model_fields.items() if _is_absent(f.annotation)
         )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_not_null(cls, data: Any, info: ValidationInfo) -> Any:
+        """Data from the wire leaves an ``Absent`` field out; it is never null (the schemas say so)."""
+        if cls._absent and isinstance(data, dict) and (info.context or {}).get("wire"):
+            for key in dict.fromkeys(k for pair in cls._absent for k in pair):
+                if key in data and data[key] is None:
+                    raise ValueError(f"'{key}' may be left out but not null")
+        return data
 
     @model_serializer(mode="wrap")
     def _leave_out(self, handler: Any) -> dict[str, Any]:
@@ -640,8 +652,9 @@ def parse(kind: str, data: Any) -> Payload:
 
 
 def build(kind: str, data: Mapping[str, Any]) -> Payload:
-    """A producer's construction of a `kind` payload from plain data (`v` filled in): the model, or
-    ContractError naming the first problem."""
+    """A producer's construction of a `kind` payload from plain data (`v` filled in; None leaves an
+    ``Absent`` field out): the model, or ContractError naming the first problem. A command is checked as
+    the wire data it is."""
     return _validate(kind, data, require_v=False)
 
 
@@ -649,8 +662,9 @@ def _validate(kind: str, data: Any, *, require_v: bool) -> Payload:
     cls = model_for(kind)
     if isinstance(data, Mapping):
         check_version(kind, data, required=require_v)
+    wire = require_v or not cls.sent_by_device  # a consumer's input, or a command (always from the wire)
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, context={"wire": wire})
     except ValidationError as exc:
         raise ContractError(describe(kind, exc)) from None
 

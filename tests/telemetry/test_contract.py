@@ -191,6 +191,28 @@ def test_true_is_not_version_1(kind: str, check: Any) -> None:
     assert check(kind, payload | {"v": 1}).v == 1
 
 
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        ("status", {"v": 1, "state": "offline", "reason": None}),
+        ("cmd_config", {"publish_empty": True, "score_threshold": None}),
+        ("cmd_config", {"publish_empty": True, "id": None}),
+        ("cmd_bench", {"runtimes": ["tflite"], "frames": None}),
+    ],
+)
+def test_a_field_that_may_be_absent_is_not_null_on_the_wire(kind: str, payload: dict[str, Any]) -> None:
+    """As the shipped schemas say; a producer's None still just leaves the field out."""
+    null = next(k for k, v in payload.items() if v is None)
+    with pytest.raises(ContractError, match=f"'{null}' may be left out but not null"):
+        contract.parse(kind, payload)
+    assert not file_validator(kind).is_valid(payload)
+    if kind.startswith("cmd_"):  # a command is always wire data
+        with pytest.raises(ContractError, match="may be left out but not null"):
+            contract.build(kind, payload)
+    else:
+        assert null not in contract.build(kind, payload).to_wire()
+
+
 def test_the_will_is_the_offline_status() -> None:
     will = contract.offline_will()
     assert json.loads(will) == {"v": 1, "state": "offline"}
