@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from app.config import validate_config
 from app.controller import Controller
@@ -104,3 +107,55 @@ def test_a_config_command_keeps_the_mqtt_password(controller: Controller) -> Non
     assert controller.cfg.mqtt.password is not None
     assert controller.cfg.mqtt.password.get_secret_value() == PASSWORD
     assert controller.pipeline.engine.score_threshold == 0.55
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 100_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(0, 1),
+    st.text(max_size=8),
+)
+valid_values = {
+    "metrics_interval_s": st.floats(0.01, 86400),
+    "publish_empty": st.booleans(),
+    "score_threshold": st.floats(0, 1),
+}
+hostile = st.fixed_dictionaries(
+    {},
+    optional={
+        **{k: st.one_of(scalars, v) for k, v in valid_values.items()},
+        "id": st.one_of(st.text(max_size=8), scalars),
+        "v": st.one_of(st.just(1), scalars),
+        "extra": scalars,
+    },
+)
+valid = st.fixed_dictionaries({}, optional={**valid_values, "id": st.text(max_size=8)})
+config_payloads = st.one_of(valid, hostile)
+
+
+@settings(max_examples=60, deadline=None)
+@given(payload=config_payloads)
+def test_any_config_command_on_the_real_controller(controller: Controller, payload: dict[str, Any]) -> None:
+    """Every request gets a reply that fits the contract; a refused one changes nothing; an accepted one
+    changes exactly the settings it names (running config, live settings and the engine's threshold)."""
+    before = copy.deepcopy(state(controller))
+    raw = json.dumps(payload).encode()  # NaN and Infinity as JSON parsers take them
+    reply = router(controller).process("config", raw)
+    validate("cmd_reply", reply)
+    after = state(controller)
+    event("applied" if reply["ok"] else "refused")
+    if reply["ok"] is False:
+        assert reply["error"] and "\n" not in reply["error"]
+        assert after == before
+        return
+    keys = {k for k in payload if k not in ("id", "v")}
+    assert set(reply["applied"]) == keys
+    for key, value in reply["applied"].items():
+        assert value == payload[key] and after["settings"][key] == value
+    if "score_threshold" in keys:
+        assert after["engine_threshold"] == payload["score_threshold"]
+    for key in {"metrics_interval_s", "publish_empty", "score_threshold"} - keys:
+        assert after["settings"][key] == before["settings"][key]
+    assert controller.cfg.mqtt.password.get_secret_value() == PASSWORD
