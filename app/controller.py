@@ -114,20 +114,26 @@ class Controller:
             self._swap_lock.release()
 
     def apply_config(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Change live settings. The values pass the config file's own rules (ranges, finite numbers):
-        the running config with them applied is validated as a whole, or nothing changes."""
-        data = self.cfg.model_dump(mode="json")
+        """Change live settings, all or nothing. The values pass the config file's own rules (ranges,
+        finite numbers): the running config with them applied is validated as a whole before anything
+        changes. A threshold of null (the manifest's) is only for the config file: the engine is built."""
+        data = self.cfg.model_dump()  # python mode: the password stays a SecretStr, not "**********"
         for key, value in payload.items():
             if key not in LIVE_KEYS:
                 raise LookoutError(f"config command: {key!r} cannot be changed while running")
             section, name = LIVE_KEYS[key]
             data[section][name] = value
-        self.cfg = new = validate_config(data, "config command")
+        new = validate_config(data, "config command")
+        threshold = new.pipeline.score_threshold
+        if "score_threshold" in payload and threshold is None:
+            raise LookoutError("config command: 'score_threshold' may be left out but not null")
+        # checked: nothing below can fail
+        if "score_threshold" in payload:
+            self.pipeline.engine.score_threshold = threshold
+            self.settings.score_threshold = threshold
         self.settings.metrics_interval_s = new.mqtt.metrics_interval_s
         self.settings.publish_empty = new.mqtt.publish_empty
-        if "score_threshold" in payload:
-            self.settings.score_threshold = new.pipeline.score_threshold
-            self.pipeline.engine.score_threshold = new.pipeline.score_threshold
+        self.cfg = new
         return {"ok": True, "applied": {k: getattr(self.settings, k) for k in payload}}
 
     def bench(self, payload: dict[str, Any]) -> dict[str, Any]:

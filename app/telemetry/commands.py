@@ -1,9 +1,9 @@
 """Remote commands: `<prefix>/<id>/cmd/<verb>` in, `.../cmd/<verb>/reply` out (and the MQTT 5
 response topic with its correlation data, when it lies under that reply topic).
 
-Every request is checked (size, JSON, schema, model name) and handed to the service's handler
-`(verb, payload) -> dict` on a worker thread, so a slow swap or bench never blocks the MQTT
-network thread. Every failure becomes `{"ok": false, "error": "..."}`, never an exception.
+Every request is checked (size, JSON, contract, model name) and the fields its contract model validated
+are handed to the service's handler `(verb, args) -> dict` on a worker thread, so a slow swap or bench
+never blocks the MQTT network thread. Every failure becomes `{"ok": false, "error": "..."}`, never an exception.
 A retained command never runs: it would run again at every restart.
 """
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import ArtifactError, LookoutError
+from app.telemetry.contract import build
 from app.telemetry.schemas import SchemaError, command_kind, validate
 from app.telemetry.topics import VERBS, Topics, parse
 from app.zoo import check_model_name
@@ -60,6 +61,16 @@ def response_topic_refusal(topics: Topics, verb: str, topic: str) -> str | None:
     if topic != own and not topic.startswith(own + "/"):
         return f"replies go only to {own} or a topic under it"
     return None
+
+
+def command_args(verb: str, payload: Any) -> dict[str, Any]:
+    """The handler's arguments: the fields the request set, as its contract model validated them
+    (typed; no `v`, no `id`), or CommandError (one line)."""
+    try:
+        command = build(command_kind(verb), payload)
+    except SchemaError as exc:
+        raise CommandError(str(exc)) from None
+    return command.model_dump(exclude={"v", "id"}, exclude_unset=True)
 
 
 class CommandRouter:
@@ -143,15 +154,11 @@ class CommandRouter:
                 req_id = payload["id"]
             if retained:
                 raise CommandError(RETAINED_REFUSAL)
-            try:
-                validate(command_kind(verb), payload)
-            except SchemaError as exc:
-                raise CommandError(str(exc)) from None
+            args = command_args(verb, payload)
             if verb == "swap":
-                check_model(payload["model"])
+                check_model(args["model"])
             if self.handler is None:
                 raise CommandError("this process does not handle commands")
-            args = {k: v for k, v in payload.items() if k != "id"}
             result = self.handler(verb, args)
             if not isinstance(result, dict):
                 raise CommandError(f"handler for {verb!r} returned {type(result).__name__}, not a dict")

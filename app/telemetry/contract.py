@@ -12,7 +12,8 @@ Rules every kind follows:
 - Scalars are strict (no ``"5"`` for 5, no ``true`` for 1) and unknown keys are errors.
 - NaN and infinity never reach the wire: a non-finite number becomes null and its dotted path, with the
   reason, goes into the payload's ``reasons``; a kind without ``reasons`` refuses the payload.
-- ``Absent[...]`` fields are left out when unset instead of being sent as null.
+- ``Absent[...]`` fields are left out when unset instead of being sent as null; on the wire (``parse``, and
+  every command) a null for one is refused.
 
 Adding a kind: one ``Payload`` subclass (docstring, ``topic``, ``sent_by_device``) and one entry in
 ``KINDS``; then ``make schemas``.
@@ -26,7 +27,16 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from app.errors import LookoutError
@@ -82,6 +92,16 @@ class Model(BaseModel):
             (name, f.alias or name) for name, f in cls.model_fields.items() if _is_absent(f.annotation)
         )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_not_null(cls, data: Any, info: ValidationInfo) -> Any:
+        """Data from the wire leaves an ``Absent`` field out; it is never null (the schemas say so)."""
+        if cls._absent and isinstance(data, dict) and (info.context or {}).get("wire"):
+            for key in dict.fromkeys(k for pair in cls._absent for k in pair):
+                if key in data and data[key] is None:
+                    raise ValueError(f"'{key}' may be left out but not null")
+        return data
+
     @model_serializer(mode="wrap")
     def _leave_out(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
@@ -101,6 +121,14 @@ class Payload(Model):
     sent_by_device: ClassVar[bool] = True
 
     v: Literal[1] = Field(default=VERSION, description="contract version of this payload")
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _v_not_bool(cls, v: Any) -> Any:
+        """`true` is not 1 (a lax Literal[1] takes it; the schemas' integer const does not)."""
+        if isinstance(v, bool):
+            raise ValueError(f"Input should be the integer 1, not a boolean (got {v!r})")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -624,8 +652,9 @@ def parse(kind: str, data: Any) -> Payload:
 
 
 def build(kind: str, data: Mapping[str, Any]) -> Payload:
-    """A producer's construction of a `kind` payload from plain data (`v` filled in): the model, or
-    ContractError naming the first problem."""
+    """A producer's construction of a `kind` payload from plain data (`v` filled in; None leaves an
+    ``Absent`` field out): the model, or ContractError naming the first problem. A command is checked as
+    the wire data it is."""
     return _validate(kind, data, require_v=False)
 
 
@@ -633,8 +662,9 @@ def _validate(kind: str, data: Any, *, require_v: bool) -> Payload:
     cls = model_for(kind)
     if isinstance(data, Mapping):
         check_version(kind, data, required=require_v)
+    wire = require_v or not cls.sent_by_device  # a consumer's input, or a command (always from the wire)
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, context={"wire": wire})
     except ValidationError as exc:
         raise ContractError(describe(kind, exc)) from None
 
@@ -666,16 +696,30 @@ def latency_percentiles(summary: Mapping[str, Mapping[str, float]], stages: Iter
     return {s: {k: summary[s][f"{k}_ms"] for k in PERCENTILES} for s in stages if s in summary}
 
 
+def _finite(*values: Any) -> bool:
+    return all(isinstance(x, int | float) and math.isfinite(x) for x in values)
+
+
 def finite_detections(detections: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Detections whose score and box are finite numbers; the others are dropped and logged (a model
-    that outputs NaN has no detection to report)."""
+    """Detections whose score and box are finite numbers, with their keypoints (a keypoint whose x, y or
+    score is not finite is left out); the others are dropped and logged (a model that outputs NaN has no
+    detection to report)."""
     kept = []
     for d in detections:
-        values = [d.get("score"), *(d.get("box") or ())]
-        if all(isinstance(x, int | float) and math.isfinite(x) for x in values):
-            kept.append({"label": d.get("label"), "score": d.get("score"), "box": list(d.get("box") or ())})
-        else:
+        if not _finite(d.get("score"), *(d.get("box") or ())):
             log.warning("dropped a detection with a non-finite score or box: %r", dict(d))
+            continue
+        out = {"label": d.get("label"), "score": d.get("score"), "box": list(d.get("box") or ())}
+        if d.get("keypoints") is not None:
+            points = [dict(k) for k in d["keypoints"]]
+            out["keypoints"] = [k for k in points if _finite(k.get("x"), k.get("y"), k.get("score"))]
+            if len(out["keypoints"]) < len(points):
+                log.warning(
+                    "dropped %d non-finite keypoint(s) of a %r detection",
+                    len(points) - len(out["keypoints"]),
+                    d.get("label"),
+                )
+        kept.append(out)
     return kept
 
 

@@ -2,8 +2,9 @@
 requests the rules allow reach the handler (#15).
 
 The router is the real CommandRouter (size limit, JSON, schema, model names, retained flag, response
-topics); the handler records what reaches it. Any payload: arbitrary bytes, arbitrary JSON, and JSON
-objects built from the real command fields with hostile values (NaN, paths, control characters).
+topics); the handler records what reaches it (test_config_command.py fuzzes the real Controller behind
+it). Any payload: arbitrary bytes, arbitrary JSON, and JSON objects built from the real command fields
+with hostile values (NaN, paths, control characters).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def test_any_request_gets_a_valid_reply_and_only_valid_ones_run(
     assert not retained and verb in VERBS and len(handler.calls) == 1
     payload = json.loads(raw)
     validate(f"cmd_{verb}", payload)  # the same contract the router applied
+    assert handler.calls[0][1] == {k: v for k, v in payload.items() if k not in ("id", "v")}
     if verb == "swap":
         model = handler.calls[0][1]["model"]
         assert MODEL_NAME.match(model) and ".." not in model and "/" not in model

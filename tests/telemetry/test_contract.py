@@ -179,6 +179,40 @@ def test_versions_known_unknown_and_missing() -> None:
         contract.parse("cmd_config", {"v": 2, "publish_empty": True})
 
 
+@pytest.mark.parametrize("kind", ["status", "cmd_config"])
+@pytest.mark.parametrize("check", [contract.parse, contract.build])
+def test_true_is_not_version_1(kind: str, check: Any) -> None:
+    """Consumer and producer refuse `"v": true` as malformed, as the shipped schemas do."""
+    payload = {"v": True, "state": "offline"} if kind == "status" else {"v": True, "publish_empty": True}
+    with pytest.raises(ContractError, match=r"payload v: .*not a boolean") as info:
+        check(kind, payload)
+    assert not isinstance(info.value, UnsupportedVersion)
+    assert not file_validator(kind).is_valid(payload)
+    assert check(kind, payload | {"v": 1}).v == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        ("status", {"v": 1, "state": "offline", "reason": None}),
+        ("cmd_config", {"publish_empty": True, "score_threshold": None}),
+        ("cmd_config", {"publish_empty": True, "id": None}),
+        ("cmd_bench", {"runtimes": ["tflite"], "frames": None}),
+    ],
+)
+def test_a_field_that_may_be_absent_is_not_null_on_the_wire(kind: str, payload: dict[str, Any]) -> None:
+    """As the shipped schemas say; a producer's None still just leaves the field out."""
+    null = next(k for k, v in payload.items() if v is None)
+    with pytest.raises(ContractError, match=f"'{null}' may be left out but not null"):
+        contract.parse(kind, payload)
+    assert not file_validator(kind).is_valid(payload)
+    if kind.startswith("cmd_"):  # a command is always wire data
+        with pytest.raises(ContractError, match="may be left out but not null"):
+            contract.build(kind, payload)
+    else:
+        assert null not in contract.build(kind, payload).to_wire()
+
+
 def test_the_will_is_the_offline_status() -> None:
     will = contract.offline_will()
     assert json.loads(will) == {"v": 1, "state": "offline"}
@@ -213,6 +247,25 @@ def test_kinds_without_reasons_refuse_non_finite_numbers() -> None:
         ]
     )
     assert [d["label"] for d in kept] == ["f"]
+
+
+def test_detections_keep_their_finite_keypoints() -> None:
+    nose = {"name": "nose", "x": 1.0, "y": 2.0, "score": 0.9}
+    kept = contract.finite_detections(
+        [
+            {
+                "label": "person",
+                "score": 0.9,
+                "box": [0, 0, 9, 9],
+                "keypoints": [nose, nose | {"x": math.nan}],
+            },
+            {"label": "face", "score": 0.8, "box": [0, 0, 1, 1]},
+        ]
+    )
+    assert kept[0]["keypoints"] == [nose] and "keypoints" not in kept[1]
+    wire = json.loads(contract.build("detections", DETECTIONS | {"detections": kept}).to_json())
+    assert wire["detections"][0]["keypoints"] == [nose] and "keypoints" not in wire["detections"][1]
+    assert file_validator("detections").is_valid(wire)
 
 
 def test_nan_on_the_wire_is_not_json() -> None:
