@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import stat
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +15,8 @@ from app.commands import VERBS
 from app.errors import LookoutError
 from app.inert import printable
 from app.redact import LogFormatter, redact
+
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,12 +50,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_is_a_pipe():
+            raise  # a socket's broken pipe is a real error
+        return _reader_gone()
     except LookoutError as exc:
         print(f"lookout {args.verb}: error: {printable(redact(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _reader_gone() -> int:
+    """The reader of our stdout closed it: stop quietly, as a shell tool killed by SIGPIPE would. Python's
+    recipe: stdout goes to /dev/null so the flush at exit does not raise a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_SIGPIPE
 
 
 if __name__ == "__main__":

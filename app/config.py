@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 import os
+import reprlib
 import socket
 import tomllib
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import (
     SerializeAsAny,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -286,6 +288,10 @@ def runtime_adapter() -> TypeAdapter[RuntimeConfig]:
     return TypeAdapter(union)
 
 
+#: The type of a runtime, source or meter table that names none (the same as when the table is absent).
+DEFAULT_TYPES = {"runtime": "tflite", "source": OpenCVSource().type, "meter": NoMeter().type}
+
+
 class LookoutConfig(Strict):
     """The root config. `runtime` is the registered runtime's own config model (a plugin-built union)."""
 
@@ -294,7 +300,7 @@ class LookoutConfig(Strict):
     models_dir: Path = Field(default_factory=default_models_dir)
     state_dir: Path = Field(default_factory=default_state_dir)
     runtime: SerializeAsAny[RuntimeConfig] = Field(
-        default_factory=lambda: {"type": "tflite"},  # type: ignore[arg-type,return-value]
+        default_factory=lambda: {"type": DEFAULT_TYPES["runtime"]},  # type: ignore[arg-type,return-value]
         validate_default=True,
     )
     source: SourceConfig = Field(default_factory=OpenCVSource)
@@ -307,10 +313,22 @@ class LookoutConfig(Strict):
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
 
+    @field_validator("source", "meter", mode="before")
+    @classmethod
+    def _default_type(cls, value: object, info: ValidationInfo) -> object:
+        return with_default_type(value, str(info.field_name))
+
     @field_validator("runtime", mode="plain")
     @classmethod
     def _runtime_variant(cls, value: object) -> RuntimeConfig:
-        return runtime_adapter().validate_python(value)
+        return runtime_adapter().validate_python(with_default_type(value, "runtime"))
+
+
+def with_default_type(value: object, table: str) -> object:
+    """A runtime, source or meter table without `type` is of the default type, as when it is absent."""
+    if isinstance(value, dict) and "type" not in value:
+        return {**value, "type": DEFAULT_TYPES[table]}
+    return value
 
 
 def validate_runtime(data: dict[str, Any] | RuntimeConfig, where: str = "runtime") -> RuntimeConfig:
@@ -374,12 +392,13 @@ def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | 
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except RecursionError:
             raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    file = where  # a table the flags go into must be a table in the file
     for dotted, value in (overrides or {}).items():
         if dotted == "runtime.type":
-            data["runtime"] = switch_runtime(value, data.get("runtime") or {})
+            data["runtime"] = switch_runtime(value, _table(data, "runtime", file))
         else:
-            _set_dotted(data, dotted, value)
-        where = f"{where} + flags" if "flags" not in where else where
+            _set_dotted(data, dotted, value, file)
+        where = f"{file} + flags"
     return validate_config(data, where)
 
 
@@ -426,12 +445,24 @@ def _is_union_tag(part: Any, err: dict) -> bool:
     )
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def _table(node: dict[str, Any], dotted: str, where: str) -> dict[str, Any]:
+    """The table at `dotted` under `node` (created empty when absent); ConfigError when the file has
+    something else there (`pipeline = 3`), before a flag is merged into it."""
     keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
+    for i, k in enumerate(keys):
+        value = node.setdefault(k, {})
+        if not isinstance(value, dict):
+            key, got = ".".join(keys[: i + 1]), reprlib.repr(value)
+            raise ConfigError(
+                redact(f"{where}: key '{key}' must be a table, not {type(value).__name__} (got {got})")
+            )
+        node = value
+    return node
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    parent, _, key = dotted.rpartition(".")
+    (_table(data, parent, where) if parent else data)[key] = value
 
 
 def to_toml(cfg: LookoutConfig) -> str:

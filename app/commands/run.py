@@ -78,9 +78,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from app.config import load_config
+    from app.preflight import preflight
     from app.service import Service, ServiceOptions
 
     cfg = load_config(args.config, overrides_from_args(args))
+    preflight(cfg, mqtt=not args.no_mqtt)  # what `config check` checks too, before the model loads
     opts = ServiceOptions(
         report_path=Path(args.report) if args.report else None, output=args.output, mqtt=not args.no_mqtt
     )

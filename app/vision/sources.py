@@ -13,6 +13,7 @@ when ``stop`` is set. Use one reader thread; ``close`` may come from another.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -24,7 +25,15 @@ from typing import NoReturn
 import cv2
 import numpy as np
 
-from app.config import ImagesSource, OpenCVSource, Picamera2Source, ReconnectConfig, SyntheticSource
+from app.config import (
+    FPS_MAX,
+    FPS_MIN,
+    ImagesSource,
+    OpenCVSource,
+    Picamera2Source,
+    ReconnectConfig,
+    SyntheticSource,
+)
 from app.errors import LookoutError
 
 log = logging.getLogger(__name__)
@@ -248,8 +257,7 @@ class OpenCVFrameSource(FrameSource):
         if not cap.isOpened():
             cap.release()
             raise Lost(f"cannot open {self.cfg.uri}")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if 0 < fps < 1000 else None
+        self.fps = header_fps(cap.get(cv2.CAP_PROP_FPS))
         self._frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.kind == "file" else 0
         if self.kind == "file" and self._pos:
             if 0 < self._pos < self._frame_count:  # resume where the file broke
@@ -323,6 +331,14 @@ class OpenCVFrameSource(FrameSource):
             self._next_t = now
         _wait_until(self._next_t, stop)
         self._next_t += period
+
+
+def header_fps(fps: float) -> float | None:
+    """The frame rate a file or camera states, bounded to [FPS_MIN, FPS_MAX] like every configured rate
+    (a header saying 1e-10 fps would pace a file at one frame per century); None when it states none."""
+    if not math.isfinite(fps) or fps <= 0:
+        return None
+    return min(max(float(fps), FPS_MIN), FPS_MAX)
 
 
 def _classify_uri(uri: str) -> tuple[str, str | int]:

@@ -96,3 +96,26 @@ def test_models_verify_honours_models_dir_after_the_action(
         [*lookout_cmd, "models", "verify", "blazeface-short", "--models-dir", str(models_dir)], clean_env
     )
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("argv", [["models", "list", "--json"], ["config", "example"]])
+def test_a_reader_that_closes_early_ends_quietly(
+    lookout_cmd: list[str], clean_env: dict, argv: list[str]
+) -> None:
+    """`lookout models list --json | head -1`: the reader is gone before the output is written; no
+    BrokenPipeError traceback, the exit status a shell gives a tool ended by SIGPIPE."""
+    import os
+    import sys
+
+    from app.cli import EXIT_SIGPIPE
+
+    read_end, write_end = os.pipe()
+    reader = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.close()"], stdin=read_end)
+    os.close(read_end)
+    assert reader.wait(timeout=60) == 0  # closed: nothing reads the pipe any more
+    writer = subprocess.run(
+        [*lookout_cmd, *argv], stdout=write_end, stderr=subprocess.PIPE, text=True, env=clean_env, timeout=60
+    )
+    os.close(write_end)
+    assert writer.stderr == ""
+    assert writer.returncode == EXIT_SIGPIPE

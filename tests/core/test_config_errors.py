@@ -91,3 +91,38 @@ def test_config_check_catches_what_run_rejects(
     check = _one_line_error(_cli(lookout_cmd, clean_env, "config", "check", "--config", str(cfg)), key)
     run = _one_line_error(_cli(lookout_cmd, clean_env, "run", "--config", str(cfg), "--max-frames", "1"), key)
     assert check.split(" key ", 1)[1] == run.split(" key ", 1)[1]  # the same owner, the same words
+
+
+SYNTHETIC = '[source]\ntype = "synthetic"\n'
+# What the config names on this machine ({tmp}: the test's folder): `run` checked these only when it came
+# to them (or at all: a missing CA file), `config check` said ok.
+PREFLIGHT_REJECTS = [
+    ('model = "nope"\n' + SYNTHETIC, "'model': missing manifest"),
+    (SYNTHETIC + '[runtime]\nartifact = "nope"\n', "'runtime.artifact': model 'blazeface-short' has no artifact 'nope'"),
+    (SYNTHETIC + '[runtime]\ntype = "edgetpu"\nfallback = "fail"\n', "'runtime.type': Edge TPU unavailable"),
+    (SYNTHETIC + '[mqtt]\nurl = "mqtts://127.0.0.1:1"\n[mqtt.tls]\nca_file = "{tmp}/ca.pem"\n', "'mqtt.tls.ca_file': {tmp}/ca.pem not found"),
+    (SYNTHETIC + '[mqtt]\nurl = "mqtts://127.0.0.1:1"\n[mqtt.tls]\nca_file = "{tmp}"\n', "'mqtt.tls.ca_file': {tmp} is a directory"),
+    ('[source]\ntype = "images"\nfolder = "{tmp}/photos"\n', "'source.folder': source images: folder {tmp}/photos not found"),
+    ('[source]\ntype = "images"\nfolder = "{tmp}"\n', "'source.folder': source images: folder {tmp} has no images"),
+    ('[source]\nuri = "{tmp}/v.mp4"\n', "'source.uri': source opencv: video file {tmp}/v.mp4 not found"),
+    ('[source]\nuri = "{tmp}/c.toml"\n', "'source.uri': source opencv: cannot decode video file {tmp}/c.toml"),
+    ('state_dir = "{tmp}/c.toml"\n' + SYNTHETIC, "'state_dir': {tmp}/c.toml is not a directory (a file is in the way)"),
+    ('state_dir = "{tmp}/c.toml/state"\n' + SYNTHETIC, "'state_dir': cannot create {tmp}/c.toml/state: {tmp}/c.toml is a file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "words"), PREFLIGHT_REJECTS)
+def test_config_check_catches_what_run_finds_on_this_machine(
+    lookout_cmd, clean_env, tmp_path: Path, text: str, words: str
+) -> None:
+    """#15 item 11: one pre-flight owner (app/preflight.py) for `run` (before the model loads) and `check`."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text.replace("{tmp}", str(tmp_path)))
+    want = f"key {words.replace('{tmp}', str(tmp_path))}"
+    check = _one_line_error(_cli(lookout_cmd, clean_env, "config", "check", "--config", str(cfg)), want)
+    run = _one_line_error(
+        _cli(lookout_cmd, clean_env, "run", "--config", str(cfg), "--max-frames", "1"), want
+    )
+    assert check.split(" key ", 1)[1] == run.split(" key ", 1)[1]
+    rules = _cli(lookout_cmd, clean_env, "config", "check", "--rules-only", "--config", str(cfg))
+    assert rules.returncode == 0, rules.stderr  # the file's own rules: for a config meant for another machine

@@ -137,3 +137,45 @@ def test_a_secret_of_the_wrong_type_is_never_echoed(tmp_path: Path, bad: object)
         if isinstance(bad, float) and not math.isfinite(bad):
             return
         assert "secret" in str(exc)
+
+
+# `lookout run` flags, written `--flag=value` so a value starting with '-' stays a value.
+flag_values = {
+    "--source": st.one_of(st.sampled_from(["synthetic", "demo", "0", "/dev/video9", "rtsp://h/s", "nope"]), text),
+    "--model": st.one_of(st.just("blazeface-short"), text),
+    "--runtime": st.one_of(st.sampled_from(TYPES["runtime"]), text),
+    "--threads": st.integers(min_value=-(2**70), max_value=2**70),
+    "--fps": st.floats(allow_nan=False, allow_infinity=False),
+    "--max-frames": st.integers(min_value=-5, max_value=2**70),
+    "--device-id": text,
+    "--broker": st.one_of(st.sampled_from(["mqtt://127.0.0.1:1883", "mqtts://u:p@h:8883", "x"]), text),
+    "--state-dir": text,
+    "--models-dir": text,
+}  # fmt: skip
+flags = st.dictionaries(st.sampled_from(sorted(flag_values)), st.just(None), max_size=4).flatmap(
+    lambda chosen: st.fixed_dictionaries({k: flag_values[k] for k in chosen})
+)
+# a scalar or array where the file should have a table (`pipeline = 3`), next to the flags merged into it
+not_tables = st.dictionaries(
+    st.sampled_from([*SUB_KEYS, "tls"]), st.one_of(st.integers(), text, st.lists(st.integers(), max_size=2))
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=tables, scalars=not_tables, argv=flags)
+def test_config_file_with_run_flags(tmp_path: Path, doc: dict, scalars: dict, argv: dict) -> None:
+    """Any config file with any `lookout run` flags: a config, or one ConfigError line (#15)."""
+    from app.cli import build_parser
+    from app.commands.run import overrides_from_args
+
+    doc = {**_drop_none(doc), **scalars}
+    tls = doc.pop("tls", None)
+    if tls is not None and isinstance(doc.get("mqtt", {}), dict):
+        doc.setdefault("mqtt", {})["tls"] = tls
+    p = tmp_path / "c.toml"
+    p.write_text(dump_toml(doc), encoding="utf-8")
+    args = build_parser().parse_args(["run", "--config", str(p), *(f"{k}={v}" for k, v in argv.items())])
+    try:
+        load_config(args.config, overrides_from_args(args))
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc), repr(str(exc))
