@@ -8,7 +8,7 @@ PIP    := $(BIN)/pip install --quiet --constraint constraints.txt
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests need: a real MQTT broker, systemd-analyze, image tools for flash.sh tests,
 # a real browser and a real PostgreSQL for the fleet web pages and the shared fleet history.
-APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck chromium fonts-dejavu-core postgresql
+APT_PKGS := mosquitto mosquitto-clients openssl systemd fdisk dosfstools mtools shellcheck chromium fonts-dejavu-core postgresql tmux
 
 .PHONY: demo test venv convert system-deps models schemas lint pytest bench clean arm64-check arm64-deps
 

@@ -91,6 +91,7 @@ UNIT_DIR=/etc/systemd/system
 DROPIN_DIR=$UNIT_DIR/lookout.service.d
 UDEV_DIR=/etc/udev/rules.d
 SYSUSERS=/etc/sysusers.d/lookout.conf
+BIN_LINK=/usr/local/bin/lookout # on PATH for sudo and login shells
 BOOT_CONFIG=/boot/firmware/config.txt
 MARK_BEGIN='# >>> lookout'
 MARK_END='# <<< lookout'
@@ -197,6 +198,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
     "$ROOT$UNIT_DIR/multi-user.target.wants/lookout-fleet.service"
   rmdir "$ROOT$UNIT_DIR/multi-user.target.wants" 2>/dev/null || true
   rm -rf "$ROOT$OPT"
+  if [ "$(readlink "$ROOT$BIN_LINK" 2>/dev/null)" = "$OPT/venv/bin/lookout" ]; then rm -f "$ROOT$BIN_LINK"; fi
   boot_config_block remove
   if systemd_running; then
     systemctl daemon-reload
@@ -266,15 +268,21 @@ if [ "$NO_VENV" -eq 0 ]; then
     # --system-site-packages: picamera2 and libcamera's Python bindings come from apt.
     "$PYTHON" -m venv --system-site-packages "$venv"
   fi
-  extras=tflite
-  [ "$ROLE" = device ] && extras+=",rpi"
+  # A device runs models (LiteRT, the Pi's I2C meter); a monitor keeps the fleet's history (psycopg for
+  # --db postgresql://) and draws `lookout fleet report`'s charts (matplotlib), and runs no model.
+  extras=tflite,rpi
+  more=()
+  if [ "$ROLE" = monitor ]; then
+    extras=fleet
+    more=("matplotlib>=3.7")
+  fi
   [ "$TORCH" -eq 1 ] && extras+=",torch"
   target=${WHEEL:-$SOURCE}
   # The project's pins (torch: other versions pull CUDA wheels; per machine: see constraints.txt).
   constraints=()
   [ ! -f "$SOURCE/constraints.txt" ] || constraints=(--constraint "$SOURCE/constraints.txt")
   # shellcheck disable=SC2086  # PIP_ARGS is a word list on purpose
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${constraints[@]}" $PIP_ARGS "${target}[${extras}]"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${constraints[@]}" $PIP_ARGS "${target}[${extras}]" ${more[@]+"${more[@]}"}
   if [ "$TORCH" -eq 1 ] && [ "$(uname -m)" = aarch64 ]; then
     # ExecuTorch for PyPI's aarch64 CPU torch (2.9.1): its declared dependencies are its export stack
     # (coremltools built from source, pandas, pytest...); the runtime needs only torch and numpy.
@@ -287,6 +295,16 @@ elif host; then
   note "--no-venv: /opt/lookout/venv not built; lookout.service needs /opt/lookout/venv/bin/lookout"
 else
   note "--root: /opt/lookout/venv not built (not relocatable); run install.sh on the device to build it"
+fi
+
+# The command on PATH (sudo's secure_path and login shells include /usr/local/bin); an existing file
+# that is not this link (another install) is left alone.
+if [ "$(readlink "$ROOT$BIN_LINK" 2>/dev/null)" = "$OPT/venv/bin/lookout" ] ||
+  { [ ! -e "$ROOT$BIN_LINK" ] && [ ! -L "$ROOT$BIN_LINK" ]; }; then
+  mkdir -p "$ROOT$(dirname "$BIN_LINK")"
+  ln -sfn "$OPT/venv/bin/lookout" "$ROOT$BIN_LINK"
+else
+  note "kept $BIN_LINK (not a link to $OPT/venv/bin/lookout): run $OPT/venv/bin/lookout by its path"
 fi
 
 # --- configuration (kept when present) ---------------------------------------------------------

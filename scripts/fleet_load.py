@@ -10,7 +10,7 @@ several processes with disjoint --id-offset ranges (scripts/bench_fleet.py does)
 
 Its rates and latencies are a synthetic load profile: device ids are `sim-NNNN`, `version` says
 fleet_load, the bench `host` says simulated. It never makes up hardware readings: power, energy,
-temperature, CPU load, memory and throttling are null, each with its reason ("simulated device
+temperature, CPU load, memory (the bench's rss_mb too) and throttling are null, each with its reason ("simulated device
 (fleet_load): ..."), as on a device that cannot measure them.
 
     python scripts/fleet_load.py --devices 50 --rate 1 --detections-rate 10 --duration 60 --broker mqtt://127.0.0.1:1883
@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt
 
+from app.fleet.table import SIM_VERSION  # the fleet marks a device with this status version as simulated
 from app.telemetry import contract
 from app.telemetry.broker_url import parse_broker_url
 from app.telemetry.topics import Topics
 
-SIM_VERSION = "fleet_load (simulated device)"
 # (runtime, model, infer p50 ms) profiles; the numbers are invented, only their shape is realistic.
 PROFILES = (
     ("tflite", "blazeface-short", 6.0),
@@ -156,7 +156,7 @@ class SimDevice:
                         "max": round(p50 * 2.0, 3),
                     },
                     "throughput_fps": round(1000.0 / p50, 1),
-                    "rss_mb": round(self.rng.uniform(90, 200), 1),
+                    "rss_mb": None,  # no process was measured
                     "energy_mj_per_inference": None,
                     "power": {"source": "none: simulated device (fleet_load)", "mean_w": None},
                 }

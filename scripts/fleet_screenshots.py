@@ -103,6 +103,8 @@ class Scene:
         self.tmp = Path(tempfile.mkdtemp(prefix="lookout-shots-"))
         self.env = {k: v for k, v in os.environ.items() if k not in ("LOOKOUT_CONFIG", "LOOKOUT_HOST_ROOT")}
         self.env |= {"XDG_STATE_HOME": str(self.tmp / "state"), "PYTHONUNBUFFERED": "1"}
+        # `python -m app` runs in a temporary cwd: import this checkout's app, not whichever one the venv has
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
         self.procs: dict[str, subprocess.Popen] = {}
         self.broker: Broker | None = None
         self.client: mqtt.Client | None = None

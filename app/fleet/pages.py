@@ -99,8 +99,8 @@ def fleet_page(view: dict[str, Any], sort: str) -> str:
         f"<table id='fleet' class='fleet' data-sort='{e(sort)}'><thead><tr>{''.join(head)}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>{empty}"
         f"<h2>Latest snapshots</h2><div id='snapshots' class='snapshots'>{_gallery(view['snapshots'])}</div>"
-        "<p class='muted small'>Live: updates every second over server-sent events. Power marked "
-        "<em>sim</em> is simulated, not measured; — is not measured (null). JSON: "
+        "<p class='muted small'>Live: updates every second over server-sent events. Numbers marked "
+        "<em>sim</em> come from a simulated device (fleet_load), not a measurement; — is not measured (null). JSON: "
         "<a href='/api/devices'>/api/devices</a> · Prometheus: <a href='/metrics'>/metrics</a></p>",
         nav="/",
     )
@@ -219,8 +219,13 @@ def device_page(
         f"<a href='/devices/{q}?since={quote(w)}'{' class=current' if w == since else ''}>{e(w)}</a>"
         for w in shown
     )
+    sim = (
+        " <span class='badge warn'>simulated device: synthetic numbers, not a measurement</span>"
+        if row and is_simulated(row)
+        else ""
+    )
     parts = [
-        f"<div class='top'><h1>{e(device_id)}</h1><div class='windows'>{windows}</div></div>",
+        f"<div class='top'><h1>{e(device_id)}{sim}</h1><div class='windows'>{windows}</div></div>",
     ]
     if hist is None:
         parts.append(_facts(row, []))
@@ -252,8 +257,6 @@ def device_page(
                 if panel.title in ("power", "energy per inference"):
                     measured = any(values(rows, key) for key, _ in panel.series)
                     note = f"source: {src}" if src and measured else ""  # else the empty text says it
-                    if measured and any(is_simulated(s) for s in sources):
-                        note += " — SIMULATED, not measured"
                     empty = f"not measured (null) — {src}" if src else empty
                 if panel.title == "temperature" and (row or {}).get("reasons", {}).get("temp_c"):
                     empty = f"not measured (null) — {row['reasons']['temp_c']}"

@@ -3,7 +3,11 @@
 A custom collector reads the registry at scrape time, so a series exists exactly while the registry
 knows the device and carries that moment's labels (a swapped runtime is a new series, as Prometheus
 expects). Values are in base units (seconds, watts, joules, °C). Power and energy appear only where
-a device measured them, labelled with `power_source`; null is absent, never 0.
+a device measured them, labelled with `power_source`; null is absent, never 0. An offline device keeps
+only what is true now (online 0, info, simulated, last-seen age, alerts, and its counters): its last
+readings are not exported, so a dashboard never shows them as current. `lookout_device_simulated` is 1
+for a simulated device (scripts/fleet_load.py: synthetic numbers), 0 for a real one: a gauge of its own,
+so every other series keeps its labels (filter with `... unless on(device_id) lookout_device_simulated == 1`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from app.fleet.table import is_simulated
 from app.inert import printable
 
 LABELS = ("device_id", "model", "runtime")
@@ -48,6 +53,10 @@ class FleetCollector:
             return GaugeMetricFamily(name, doc, labels=[*LABELS, *extra])
 
         online = gauge("lookout_device_online", "1 when the device's retained status is online or degraded")
+        simulated = gauge(
+            "lookout_device_simulated",
+            "1 when the device is simulated (fleet_load): its numbers are synthetic",
+        )
         fps = gauge("lookout_device_fps", "Frames per second in the device's last metrics message")
         p50, p90, p99 = (
             gauge(f"lookout_device_inference_{q}_seconds", f"Inference stage {q} latency (last metrics)")
@@ -87,6 +96,14 @@ class FleetCollector:
                 ],
                 {},
             )
+            simulated.add_metric(lab, 1.0 if is_simulated(r) else 0.0)
+            if (v := _num(r.get("age_s"))) is not None:
+                age.add_metric(lab, v)
+            alerts.add_metric(lab, float(len(r.get("alerts") or [])))
+            if (v := _num(r.get("seq_gaps"))) is not None:
+                gaps.add_metric(lab, v)
+            if not r.get("online"):
+                continue  # its last readings are history, not the present
             for fam, key, scale in (
                 (fps, "fps", 1.0),
                 (p50, "infer_p50_ms", 1e-3),
@@ -96,7 +113,6 @@ class FleetCollector:
                 (spool, "spool_depth", 1.0),
                 (rss, "rss_mb", 1e6),
                 (det, "detections_per_min", 1.0),
-                (age, "age_s", 1.0),
             ):
                 v = _num(r.get(key))
                 if v is not None:
@@ -109,10 +125,23 @@ class FleetCollector:
             for fam, key in ((throttled, "throttled"), (under, "under_voltage")):
                 if r.get(key) is not None:
                     fam.add_metric(lab, 1.0 if r[key] else 0.0)
-            if (v := _num(r.get("seq_gaps"))) is not None:
-                gaps.add_metric(lab, v)
-            alerts.add_metric(lab, float(len(r.get("alerts") or [])))
-        yield from (online, info, fps, p50, p90, p99, power, energy, temp, throttled, under, spool, rss, det)
+        yield from (
+            online,
+            simulated,
+            info,
+            fps,
+            p50,
+            p90,
+            p99,
+            power,
+            energy,
+            temp,
+            throttled,
+            under,
+            spool,
+            rss,
+            det,
+        )
         yield from (age, alerts, gaps)
         yield from self._ingest(rows)
 

@@ -2,6 +2,7 @@
 
 One owner for what the fleet table shows, used by the terminal view (rich styles per tone) and the web
 page (CSS classes per tone), so both show the same columns with the same formatting and highlights.
+A simulated device's readings (scripts/fleet_load.py: `is_simulated`) carry a `sim` mark in their cells.
 Cell texts are printable (control characters from the network written as visible escapes,
 app.inert.printable); each renderer makes them inert for its medium (rich Text, HTML escaping).
 """
@@ -66,8 +67,24 @@ def num(v: Any, fmt: str = ".1f") -> str:
     return format(v, fmt) if isinstance(v, int | float) and not isinstance(v, bool) else "—"
 
 
-def is_simulated(source: Any) -> bool:
-    return str(source or "").startswith("simulated")
+# The status `version` of a simulated device (scripts/fleet_load.py publishes it): its rates and latencies
+# are a synthetic load profile, not a measurement.
+SIM_VERSION = "fleet_load (simulated device)"
+SIM_MARK = "sim"
+
+
+def is_simulated(row: dict[str, Any]) -> bool:
+    """True for a device that says it is simulated (its status version): the one rule the table, the
+    device page and /metrics share."""
+    return row.get("version") == SIM_VERSION
+
+
+def _reading(row: dict[str, Any], key: str, sim: bool, fmt: str = ".1f", tone: str = "") -> Cell:
+    """A number a device reports; a simulated device's is marked `sim` (muted), never shown bare."""
+    text = num(row.get(key), fmt)
+    if sim and text != "—":
+        return Cell(f"{text} {SIM_MARK}", tone or "muted")
+    return Cell(text, tone)
 
 
 def presence_text(presence: Any) -> str:
@@ -112,9 +129,7 @@ def cells(row: dict[str, Any]) -> list[Cell]:
     runtime = printable(row.get("runtime") or "—", TEXT_LIMIT)
     if row.get("fallback"):
         runtime += " (fallback)"
-    power = num(row.get("power_w"), ".2f")
-    if is_simulated(row.get("power_source")) and power != "—":
-        power += " sim"
+    sim = is_simulated(row)
     hot = row.get("throttled") or row.get("under_voltage")
     present = Cell(presence_text(row.get("presence")), "accent" if row.get("presence") else "")
     if row.get("state") == "offline" and row.get("presence"):  # its retained presence outlives the device
@@ -124,11 +139,11 @@ def cells(row: dict[str, Any]) -> list[Cell]:
         Cell(printable(row.get("state") or "unknown", TEXT_LIMIT), "good" if row.get("online") else "bad"),
         Cell(runtime, "accent" if row.get("fallback") else ""),
         Cell(printable(row.get("model") or "—", TEXT_LIMIT)),
-        Cell(num(row.get("fps"))),
-        Cell(num(row.get("infer_p90_ms")), "bad" if "p90" in alerts else ""),
-        Cell(power, "muted" if power.endswith("sim") else ""),
-        Cell(num(row.get("energy_mj_per_inference"), ".2f")),
-        Cell(num(row.get("temp_c")), "bad" if hot else ""),
+        _reading(row, "fps", sim),
+        _reading(row, "infer_p90_ms", sim, tone="bad" if "p90" in alerts else ""),
+        _reading(row, "power_w", sim, ".2f"),
+        _reading(row, "energy_mj_per_inference", sim, ".2f"),
+        _reading(row, "temp_c", sim, tone="bad" if hot else ""),
         Cell(num(row.get("spool_depth"), "d"), "bad" if row.get("spool_growing") else ""),
         Cell(num(row.get("detections_per_min"), "d")),
         present,

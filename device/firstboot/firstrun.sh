@@ -11,9 +11,6 @@ exec >>"$DIR/firstrun.log" 2>&1
 echo "== firstrun $(date -Is)"
 # shellcheck source=/dev/null
 . "$DIR/flash.env"
-# The broker config and TLS key leave the FAT partition first (secure-config.sh; firstboot repeats it).
-bash "$DIR/device/firstboot/secure-config.sh" || echo "secure-config failed; firstboot retries it"
-
 if [ -n "${LOOKOUT_HOSTNAME:-}" ]; then
   if [ -x /usr/lib/raspberrypi-sys-mods/imager_custom ]; then
     /usr/lib/raspberrypi-sys-mods/imager_custom set_hostname "$LOOKOUT_HOSTNAME"
@@ -55,9 +52,10 @@ NM
       raspi-config nonint do_wifi_country "$LOOKOUT_WIFI_COUNTRY"
     fi
   fi
-  # The key now lives in the root filesystem only.
-  sed -i '/^LOOKOUT_WIFI_PSK=/d' "$DIR/flash.env"
 fi
+# The broker config, TLS key and (now that the root filesystem holds the Wi-Fi) the Wi-Fi passphrase
+# leave the FAT partition, overwritten before they are unlinked (secure-config.sh; firstboot repeats it).
+bash "$DIR/device/firstboot/secure-config.sh" || echo "secure-config failed; firstboot retries it"
 
 install -m 0644 "$DIR/device/firstboot/lookout-firstboot.service" /etc/systemd/system/lookout-firstboot.service
 mkdir -p /etc/systemd/system/multi-user.target.wants

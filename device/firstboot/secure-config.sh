@@ -9,6 +9,13 @@
 # client.crt 0644 and client.key 0600 lookout:lookout (the service user must read its key, nobody else).
 # The copies are overwritten (shred: random, then zeros) before they are unlinked, so the data is gone
 # from the FAT clusters too. Idempotent: with nothing left on the boot partition it does nothing.
+#
+# The Wi-Fi passphrase goes the same way once the root filesystem holds the Wi-Fi settings: cloud-init's
+# `network-config` (and the image's original, lookout/network-config.orig) after cloud-init has taken it in
+# (/var/lib/cloud/instance exists; runcmd, which calls this, runs after cloud-init's network stage), with
+# cloud-init's network handling switched off for later boots so a missing seed never replaces the Wi-Fi
+# it configured; the legacy path's LOOKOUT_WIFI_PSK line in flash.env (firstrun.sh calls this after it
+# applied the Wi-Fi).
 set -euo pipefail
 ROOT=""
 if [ "${1:-}" = --root ]; then
@@ -17,6 +24,33 @@ fi
 BOOT=$ROOT/boot/firmware
 [ -d "$BOOT/lookout" ] || BOOT=$ROOT/boot
 DIR=$BOOT/lookout
+
+erase() { # overwrite in place (a random pass, then zeros), sync, then unlink
+  if ! shred --iterations=1 --zero "$1" 2>/dev/null; then
+    dd if=/dev/zero of="$1" bs=4096 count="$(($(stat -c %s "$1") / 4096 + 1))" conv=notrunc,fsync status=none
+  fi
+  sync "$1" 2>/dev/null || sync
+  rm -f "$1"
+}
+
+# --- Wi-Fi passphrase ----------------------------------------------------------------------------
+if [ -f "$BOOT/network-config" ] && [ -e "$ROOT/var/lib/cloud/instance" ]; then
+  # cloud-init applied it (its copy is in the root fs, root-only): keep it from reading the seed again.
+  install -d -m 0755 "$ROOT/etc/cloud/cloud.cfg.d"
+  printf '# lookout first boot: the Wi-Fi cloud-init configured stays; network-config was erased from the boot partition\nnetwork: {config: disabled}\n' \
+    >"$ROOT/etc/cloud/cloud.cfg.d/99-lookout-network.cfg"
+  erase "$BOOT/network-config"
+  [ ! -f "$DIR/network-config.orig" ] || erase "$DIR/network-config.orig"
+  echo "secure-config: erased network-config (Wi-Fi) from the boot partition"
+fi
+if [ -f "$DIR/flash.env" ] && grep -q '^LOOKOUT_WIFI_PSK=' "$DIR/flash.env"; then
+  kept=$(grep -v '^LOOKOUT_WIFI_PSK=' "$DIR/flash.env")
+  erase "$DIR/flash.env"
+  printf '%s\n' "$kept" >"$DIR/flash.env"
+  sync
+  echo "secure-config: erased the Wi-Fi passphrase from flash.env"
+fi
+
 [ -f "$DIR/config.toml" ] || [ -d "$DIR/tls" ] || exit 0
 
 # The lookout user and group (install.sh declares them too; systemd-sysusers is idempotent).
@@ -37,14 +71,6 @@ put() { # put SRC DEST MODE UID GID: write DEST atomically; owner only when root
   if [ "$(id -u)" -eq 0 ]; then own=(-o "$4" -g "$5"); fi
   install -m "$3" "${own[@]}" "$1" "$2.new"
   mv -f "$2.new" "$2"
-}
-
-erase() { # overwrite in place (a random pass, then zeros), sync, then unlink
-  if ! shred --iterations=1 --zero "$1" 2>/dev/null; then
-    dd if=/dev/zero of="$1" bs=4096 count="$(($(stat -c %s "$1") / 4096 + 1))" conv=notrunc,fsync status=none
-  fi
-  sync "$1" 2>/dev/null || sync
-  rm -f "$1"
 }
 
 ETC=$ROOT/etc/lookout

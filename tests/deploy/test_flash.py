@@ -411,3 +411,65 @@ def test_first_boot_moves_config_and_keys_into_etc_and_erases_the_boot_copies(
         0,
         gid,
     )
+
+
+PSK = "psk-canary-Wq73-never-on-fat"
+
+
+@pytest.mark.parametrize("mode", ["cloud-init", "firstrun"])
+def test_first_boot_erases_the_wifi_passphrase_from_the_boot_partition(
+    repo: Path, tmp_path: Path, fat, config: Path, tool, mode: str
+) -> None:
+    """The passphrase flash.sh put on the card (cloud-init's network-config, or flash.env on the legacy
+    path) is overwritten and unlinked by first boot's secure-config.sh, run on what the card holds."""
+    tool("systemd-sysusers", "systemd")
+    boot = {"cmdline.txt": CMDLINE + "\n"}
+    if mode == "cloud-init":  # an image customised with its own Wi-Fi: the original keeps a passphrase too
+        boot |= {"user-data": "#cloud-config\n", "meta-data": "instance-id: x\n",
+                 "network-config": f"network:\n  version: 2\n  # {PSK}\n"}  # fmt: skip
+    image = make_image(tmp_path / "rpios.img", fat, boot)
+    target = tmp_path / "card.img"
+    out = flash(
+        repo, image, target, "--config", str(config), "--wifi", f"Home Net:{PSK}", "--wifi-country", "GB"
+    )
+    assert f"provisioning: {mode}" in out.stdout
+    root = tmp_path / "root"
+    firmware = root / "boot/firmware"
+    firmware.mkdir(parents=True)
+    fat("mcopy", "-s", "-i", f"{target}@@{BOOT_START * SECTOR}", "::*", str(firmware))  # the whole partition
+    holders = (
+        [firmware / "network-config", firmware / "lookout/network-config.orig"]
+        if mode == "cloud-init"
+        else [firmware / "lookout/flash.env"]
+    )
+    keep = []
+    for i, p in enumerate(holders):
+        assert PSK in p.read_text()  # on the card until first boot...
+        keep.append(tmp_path / f"psk{i}.link")
+        os.link(p, keep[-1])  # a second name for the same bytes: were they overwritten?
+
+    def secure_config() -> str:
+        r = subprocess.run(["bash", str(firmware / "lookout/device/firstboot/secure-config.sh"), "--root", str(root)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    if mode == "cloud-init":
+        secure_config()  # cloud-init has not taken the network config in yet: it stays
+        assert (firmware / "network-config").exists()
+        (root / "var/lib/cloud/instance").mkdir(parents=True)  # cloud-init's network stage ran
+    assert "erased" in secure_config()
+    # ...and gone after: unlinked, the bytes overwritten with zeros first, nowhere on the partition
+    for p, link in zip(holders, keep, strict=True):
+        assert not p.exists() or PSK not in p.read_text()
+        assert set(link.read_bytes()) == {0}, f"{p} was not overwritten"
+    for f in firmware.rglob("*"):
+        assert not (f.is_file() and PSK.encode() in f.read_bytes()), f"the passphrase is still in {f}"
+    if mode == "cloud-init":  # later boots: cloud-init keeps the Wi-Fi it wrote, never re-reads a seed
+        cfg = (root / "etc/cloud/cloud.cfg.d/99-lookout-network.cfg").read_text()
+        assert "network: {config: disabled}" in cfg
+    else:  # flash.env keeps every other setting for firstboot.sh
+        shown = subprocess.run(["bash", "-c", f'. "{firmware}/lookout/flash.env"; echo "$LOOKOUT_WIFI_SSID|${{LOOKOUT_WIFI_PSK:-}}"'],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert shown == "Home Net|\n"
+    assert secure_config() == ""  # a second boot finds nothing left to do

@@ -96,6 +96,8 @@ def test_install_files_owners_modes(repo: Path, root: Path) -> None:
     assert os.readlink(wants) == "/etc/systemd/system/lookout.service"
     assert not (root / "etc/systemd/system/lookout.service.d").exists()
     assert not (root / "opt/lookout/venv").exists()  # built on the device, never staged
+    # on PATH once the device builds the venv (`lookout`, `sudo lookout`): a link inside the root
+    assert os.readlink(root / "usr/local/bin/lookout") == "/opt/lookout/venv/bin/lookout"
     assert not (root / "var/lib/lookout").exists()  # StateDirectory= creates it with the right owner
     boot = (root / "boot/firmware/config.txt").read_text()
     assert boot.startswith(BOOT_CONFIG)
@@ -141,6 +143,16 @@ def test_monitor_role_enables_the_fleet_unit_only(repo: Path, root: Path) -> Non
     wants = root / "etc/systemd/system/multi-user.target.wants"
     assert sorted(p.name for p in wants.iterdir()) == ["lookout-fleet.service"]
     assert not (root / "etc/udev/rules.d/99-lookout-coral.rules").exists()
+
+
+def test_a_lookout_on_path_from_elsewhere_is_kept(repo: Path, root: Path) -> None:
+    other = root / "usr/local/bin/lookout"
+    other.parent.mkdir(parents=True)
+    other.write_text("#!/bin/sh\n")
+    out = run_install(repo, root)
+    assert "kept /usr/local/bin/lookout" in out.stdout and other.read_text() == "#!/bin/sh\n"
+    run_install(repo, root, "--uninstall")
+    assert other.read_text() == "#!/bin/sh\n"
 
 
 def test_uninstall_leaves_only_config_state_and_user(repo: Path, root: Path) -> None:

@@ -23,6 +23,17 @@ WANTS = "etc/systemd/system/multi-user.target.wants/lookout.service"
 # Records its arguments: apt-get/apt-cache (no archive in tests), and systemctl/udevadm when booted.
 RECORDER = '#!/bin/sh\necho "$(basename "$0") $*" >>/shim.log\n'
 APT_CACHE = '#!/bin/sh\necho "apt-cache $*" >>/shim.log\nexit 100\n'  # python3-picamera2: not in Debian
+# `python3 -m venv --system-site-packages DIR` making a venv whose pip and lookout record their arguments
+# (tests reach no package index); install.sh itself runs as on a device.
+VENV_PYTHON = """#!/bin/sh
+echo "python3 $*" >>/shim.log
+for d; do :; done
+mkdir -p "$d/bin"
+for exe in python pip lookout; do
+  printf '#!/bin/sh\\necho "%s $*" >>/shim.log\\n' "$exe" >"$d/bin/$exe"
+  chmod 755 "$d/bin/$exe"
+done
+"""
 
 
 @pytest.fixture
@@ -46,14 +57,17 @@ def host_root(tmp_path: Path) -> Path:
         if Path("/etc", name).is_dir():
             shutil.copytree(Path("/etc", name), root / "etc" / name, symlinks=True)
     (root / "boot/firmware/config.txt").write_text("arm_64bit=1\n")
-    for name, text in (("apt-get", RECORDER), ("apt-cache", APT_CACHE)):
+    for name, text in (("apt-get", RECORDER), ("apt-cache", APT_CACHE), ("python3", VENV_PYTHON)):
         (root / "shim" / name).write_text(text)
         (root / "shim" / name).chmod(0o755)
     return root
 
 
-def install(repo: Path, root: Path, *args: str, booted: bool = False, systemd: bool = True):
-    """Run install.sh in the chroot; returns (CompletedProcess, the stand-ins' call log)."""
+def install(
+    repo: Path, root: Path, *args: str, booted: bool = False, systemd: bool = True, venv: bool = False
+):
+    """Run install.sh in the chroot (--no-venv unless venv: then the venv stand-in); returns
+    (CompletedProcess, the stand-ins' call log)."""
     if booted:
         (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
         for name in ("systemctl", "udevadm"):
@@ -75,11 +89,13 @@ def install(repo: Path, root: Path, *args: str, booted: bool = False, systemd: b
     script = f"""set -eu
 R={root}
 {usr}
+mkdir -p {root.parent}/usr-local/bin
+mount --bind {root.parent}/usr-local "$R/usr/local"
 mount --bind /dev "$R/dev"
 mount -t proc proc "$R/proc"
 mount --bind -o ro {repo} "$R/src"
 exec env -i PATH=/shim:/usr/sbin:/usr/bin HOME=/root LANG=C.UTF-8 \\
-  chroot "$R" /bin/bash /src/device/install.sh --no-venv {" ".join(args)}
+  chroot "$R" /bin/bash /src/device/install.sh {"--python /shim/python3" if venv else "--no-venv"} {" ".join(args)}
 """
     (root / "shim.log").unlink(missing_ok=True)
     result = subprocess.run(
@@ -152,6 +168,24 @@ def test_systemd_absent(repo: Path, host_root: Path) -> None:
     assert user_groups(host_root, "lookout") == {"video", "plugdev", "i2c"}
     passwd = {line.split(":")[0]: line for line in (host_root / "etc/passwd").read_text().splitlines()}
     assert passwd["lookout"].endswith(":/var/lib/lookout:/usr/sbin/nologin")
+
+
+def test_monitor_role_installs_the_fleet_extra_and_lookout_on_path(repo: Path, host_root: Path) -> None:
+    """`--db postgresql://` needs psycopg (the fleet extra) and `fleet report` matplotlib; plain `lookout`
+    works (sudo's secure_path has /usr/local/bin); --uninstall takes the link away."""
+    result, calls = install(repo, host_root, "--role", "monitor", venv=True)
+    assert result.returncode == 0, result.stderr + result.stdout
+    pip = [c for c in calls if c.startswith("pip ")]
+    assert len(pip) == 1 and pip[0].split()[-2:] == ["/src[fleet]", "matplotlib>=3.7"], pip
+    assert "python3 -m venv --system-site-packages /opt/lookout/venv" in calls
+    link = host_root.parent / "usr-local/bin/lookout"  # the chroot's /usr/local/bin
+    assert os.readlink(link) == "/opt/lookout/venv/bin/lookout"
+    device, calls = install(repo, host_root, venv=True)
+    assert device.returncode == 0, device.stderr + device.stdout
+    assert [c.split()[-1] for c in calls if c.startswith("pip ")] == ["/src[tflite,rpi]"]
+    gone, _ = install(repo, host_root, "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert not link.exists() and not link.is_symlink()
 
 
 def test_monitor_role_unbooted_enables_the_fleet_unit(repo: Path, host_root: Path) -> None:

@@ -100,3 +100,40 @@ def test_service_contract(repo: Path) -> None:
     assert int(settings["WatchdogSec"]) >= 10
     assert settings["Restart"] == "on-failure"
     assert settings["StateDirectory"] == "lookout"
+
+
+def _documented_dropin(repo: Path) -> str:
+    """The lookout-fleet drop-in docs/deploy.md tells a monitor owner to write."""
+    doc = (repo / "docs/deploy.md").read_text()
+    block = re.search(
+        r"```ini\n# /etc/systemd/system/lookout-fleet\.service\.d/lan\.conf\n(.*?)```", doc, re.S
+    )
+    assert block, "the drop-in is gone from docs/deploy.md"
+    return block.group(1)
+
+
+def test_documented_fleet_dropin_verifies_and_keeps_secrets_out_of_argv(
+    verify, staged: Path, repo: Path
+) -> None:
+    """Specifiers and credentials go in ExecStart= (systemd expands them there, not in an EnvironmentFile);
+    the broker password never sits in a URL."""
+    dropin = _documented_dropin(repo)
+    assert "%d/token" in dropin.split("ExecStart=\nExecStart=")[1]
+    (staged / "etc/systemd/system/lookout-fleet.service.d").mkdir(parents=True)
+    (staged / "etc/systemd/system/lookout-fleet.service.d/lan.conf").write_text(dropin)
+    result = verify(staged, {"lookout-fleet.service": (repo / "systemd/lookout-fleet.service").read_text()})
+    assert result.stderr == "" and result.returncode == 0
+    # control: verify reads the drop-in (a typo there is reported)
+    (staged / "etc/systemd/system/lookout-fleet.service.d/lan.conf").write_text(
+        dropin + "LoadCredentials=x\n"
+    )
+    bad = verify(staged, {"lookout-fleet.service": (repo / "systemd/lookout-fleet.service").read_text()})
+    assert "LoadCredentials" in bad.stderr
+    # what the unit and the docs put in fleet.env: no specifier, no credentials directory, no user:pass@
+    unit = (repo / "systemd/lookout-fleet.service").read_text()
+    doc = (repo / "docs/deploy.md").read_text()
+    env_lines = re.findall(r"#\s+(LOOKOUT_\w+=.*)", unit) + re.findall(r"'(LOOKOUT_\w+=[^']*)'", doc)
+    assert len(env_lines) >= 4, env_lines
+    for line in env_lines:
+        assert "%" not in line and "$" not in line, line
+        assert not re.search(r"://[^/@\s]+:[^/@\s]*@", line), line
