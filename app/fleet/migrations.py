@@ -49,6 +49,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE bench ADD COLUMN monitor {text}",
         ),
     ),
+    Migration(
+        3,
+        "the device's software version with each sample (a simulated device says so there)",
+        ("ALTER TABLE samples ADD COLUMN version {text}",),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

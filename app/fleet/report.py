@@ -13,6 +13,7 @@ from app.errors import ConfigError
 from app.fleet.history import PANELS, events, values, y_range
 from app.fleet.runtimes import bench_rows, compare, n_devices
 from app.fleet.store import Store
+from app.fleet.table import SIM_MARK, is_simulated
 from app.inert import chart_text, html_text
 
 COLORS = ("#2563eb", "#d97706", "#dc2626")
@@ -124,7 +125,8 @@ def device_chart(
     locator = mdates.AutoDateLocator()
     axes[-1].xaxis.set_major_locator(locator)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    fig.suptitle(chart_text(textwrap.shorten(device_id, 80)), fontsize=11, x=0.01, ha="left")
+    sim = " (simulated: synthetic numbers)" if is_simulated(rows[-1]) else ""
+    fig.suptitle(chart_text(textwrap.shorten(device_id, 80)) + sim, fontsize=11, x=0.01, ha="left")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=80)
     plt.close(fig)
@@ -217,9 +219,8 @@ def write_report(
     groups = compare(results, "model")
     has_cmp = bool(comparison_chart(results, out / "runtimes.png"))
 
-    simulated = any(r["simulated"] for r in results) or any(
-        str(r.get("power_source") or "").startswith("simulated") for r in latest
-    )
+    simulated = any(r["simulated"] for r in results) or any(is_simulated(r) for r in latest)
+    latest = [r | {"device_id": f"{r['device_id']} ({SIM_MARK})"} if is_simulated(r) else r for r in latest]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Lookout fleet report</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
@@ -232,7 +233,8 @@ def write_report(
     ]
     if simulated:
         parts.append(
-            "<p><b>Note:</b> some devices report simulated numbers (fleet_load); see power source and bench host.</p>"
+            f"<p><b>Note:</b> some devices are simulated (fleet_load): their rows say ({SIM_MARK}), and their "
+            "numbers are synthetic, not measurements; their benches are compared apart.</p>"
         )
     parts += ["<h2>Fleet (latest sample per device)</h2>", _table(latest, list(TABLE_COLUMNS))]
     parts.append("<h2>Runtimes across the fleet, by model (from each device's retained bench)</h2>")

@@ -47,6 +47,7 @@ SAMPLE_COLUMNS = (
     "spool_depth",
     "detections_per_min",
     "seq_gaps",
+    "version",
 )
 _BOOL_COLUMNS = ("online", "throttled", "under_voltage")
 _JSON_COLUMNS = ("fallback",)

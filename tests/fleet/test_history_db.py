@@ -102,7 +102,9 @@ def test_an_unversioned_sqlite_history_is_adopted_and_upgraded(tmp_path: Path) -
         store.close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)")
-    with pytest.raises(ConfigError, match="schema version 99; this lookout knows up to 2: upgrade lookout"):
+    with pytest.raises(
+        ConfigError, match=f"schema version 99; this lookout knows up to {migrations.LATEST}: upgrade lookout"
+    ):
         Store(path)
 
 

@@ -68,3 +68,17 @@ def test_the_comparison_chart_never_boxes_simulated_with_measured(tmp_path: Path
     assert comparison_chart(rows, tmp_path / "c.png") == ["ssd", "ssd (simulated)"]
     assert comparison_chart([row | {"p90_ms": None, "simulated": False}], tmp_path / "none.png") == []
     assert not (tmp_path / "none.png").exists()
+
+
+def test_a_simulated_devices_history_is_marked_in_the_report(tmp_path: Path) -> None:
+    """fleet_load's synthetic fps and p90 never stand bare beside measured ones (its status version says so)."""
+    from app.fleet.table import SIM_VERSION
+
+    store = Store(tmp_path / "h.sqlite", monitor="m")
+    now = time.time()
+    store.add_samples([_sample("sim-0001", fps=30.0, infer_p90_ms=3.3, version=SIM_VERSION)], now - 5)
+    store.add_samples([_sample("real", fps=29.0, infer_p90_ms=7.0, version="0.3.0")], now - 5)
+    index = write_report(store, tmp_path / "report", since_s=3600).read_text()
+    store.close()
+    assert "sim-0001 (sim)" in index and "real (sim)" not in index
+    assert "some devices are simulated" in index
