@@ -1,6 +1,7 @@
 """`lookout fleet serve` in a real headless chromium: a real mosquitto, fleet_load.py devices, the CLI.
 
-Screenshots of every page are saved under the test's tmp dir (docs/fleet-*.png are copies of them).
+Screenshots of every page are saved under the test's tmp dir to look at (the docs' docs/fleet-web-*.png
+come from scripts/fleet_screenshots.py, which runs the same real parts with a richer fleet).
 """
 
 from __future__ import annotations
