@@ -362,16 +362,19 @@ def run(args: argparse.Namespace) -> int:
         from rich.console import Console
         from rich.table import Table
 
+        from app.inert import printable, rich_text
+
         t = Table(title="lookout doctor")
         for col in ("area", "name", "", "detail"):
             t.add_column(col)
-        for c in checks:
-            t.add_row(c.area, c.name, "[green]ok[/]" if c.ok else "[red]no[/]", c.detail)
+        for c in checks:  # names and details come from the host, files and the network: data, not markup
+            mark = rich_text("ok", style="green") if c.ok else rich_text("no", style="red")
+            t.add_row(rich_text(c.area), rich_text(c.name), mark, rich_text(c.detail))
         Console().print(t)
         bad = next((c for c in pipeline if not c.ok), None)
         print(
             "the configured pipeline can run"
             if can_run
-            else f"the configured pipeline cannot run: {bad.detail if bad else ''}"
+            else f"the configured pipeline cannot run: {printable(bad.detail if bad else '')}"
         )
     return 0 if can_run else 1
