@@ -33,6 +33,12 @@ def versions(modules: list[str]) -> dict[str, str]:
     return out
 
 
+def versions_in_use(runtime_cls: type) -> dict[str, str]:
+    """`versions` of the runtime's required modules this process has imported: the libraries in use
+    (LiteRT: the one package of ai_edge_litert / tflite_runtime / tensorflow that was loaded)."""
+    return versions([m for m in getattr(runtime_cls, "requires", ()) if m in sys.modules])
+
+
 def _label(vers: dict[str, str]) -> str:
     return ", ".join(f"{d} {v}" for d, v in vers.items()) or "imported"
 
