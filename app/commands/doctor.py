@@ -90,11 +90,15 @@ def _last_line(text: str, prefix: str) -> str:
     return prefix + lines[-1][:200] if lines else ""
 
 
-def check_edgetpu(probe: bool) -> list[Check]:
+def check_edgetpu(probe: bool, runtime: Any = None) -> list[Check]:
+    """Edge TPUs present, and (`probe`) whether the delegate loads: the configured runtime's delegate
+    (`runtime` is the config's [runtime] table) when it is an Edge TPU one, else the default; probed by
+    the same call as selection's `unusable_reason`, so this row and the pipeline's fallback row agree."""
     from app.hostroots import HostRoots
     from app.runtimes import edgetpu
 
     tpu = edgetpu.EdgeTPURuntime(HostRoots.from_env())
+    options = runtime if isinstance(runtime, edgetpu.EdgeTPUConfig) else edgetpu.EdgeTPUConfig()
     devices = edgetpu.enumerate_tpus(tpu.sysfs_root, tpu.dev_root)
     if devices:
         out = [Check("edgetpu", d.name, True, f"{d.path} ({d.state})") for d in devices]
@@ -102,7 +106,7 @@ def check_edgetpu(probe: bool) -> list[Check]:
         none = "no Edge TPU found (no USB 1a6e:089a / 18d1:9302, no /dev/apex_*)"
         out = [Check("edgetpu", "devices", False, none)]
     if probe:
-        result = edgetpu.probe_delegate(edgetpu.EdgeTPUConfig().delegate_path, "")
+        result = tpu.probe(options)
         out.append(Check("edgetpu", "delegate", result.ok, result.reason))
     return out
 
@@ -349,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     runtimes = check_runtimes(cfg.model, cfg.models_dir)
-    tpus = check_edgetpu(probe=not args.no_probe)
+    tpus = check_edgetpu(probe=not args.no_probe, runtime=cfg.runtime)
     checks = [*runtimes, *tpus, *check_cameras(), *check_meters(cfg.meter)]
     if cfg.mqtt.enabled:
         checks.append(check_broker(cfg.mqtt))
