@@ -19,22 +19,23 @@ def model_without(models_dir: Path, dest: Path, *keys: str) -> Path:
     return dest
 
 
-def doctor(lookout_cmd: list[str], env: dict, tmp_path: Path, runtime: str) -> dict:
+def doctor(lookout_cmd: list[str], env: dict, tmp_path: Path, runtime: str) -> tuple[dict, bool]:
+    """doctor --json on models under tmp_path/models with this [runtime] body: (checks by (area, name), can_run)."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'models_dir = "{tmp_path / "models"}"\n[mqtt]\nenabled = false\n[runtime]\n{runtime}\n')
     proc = subprocess.run(
         [*lookout_cmd, "doctor", "--json", "--no-probe", "--config", str(cfg)],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
-    return json.loads(proc.stdout)
+    out = json.loads(proc.stdout)
+    return {(c["area"], c["name"]): c for c in out["checks"]}, out["can_run"]
 
 
 def test_runtime_without_an_artifact_is_not_run_and_not_the_working_pipeline_runtime(
     lookout_cmd, clean_env, models_dir: Path, tmp_path: Path
 ) -> None:
     model_without(models_dir, tmp_path / "models", "ptl")
-    out = doctor(lookout_cmd, clean_env, tmp_path, 'type = "torchscript-lite"')
-    checks = {(c["area"], c["name"]): c for c in out["checks"]}
+    checks, can_run = doctor(lookout_cmd, clean_env, tmp_path, 'type = "torchscript-lite"')
     row = checks[("runtime", "torchscript-lite")]
     assert row["ok"] is None
     assert row["detail"].endswith("imported; no 'ptl' artifact for model blazeface-short, not run"), row
@@ -42,7 +43,7 @@ def test_runtime_without_an_artifact_is_not_run_and_not_the_working_pipeline_run
     assert (
         pipeline_runtime["ok"] is False and pipeline_runtime["detail"] == f"torchscript-lite: {row['detail']}"
     )
-    assert out["can_run"] is False
+    assert can_run is False
     assert checks[("runtime", "tflite")]["ok"] is True  # the model's other runtimes still ran
 
 
@@ -50,7 +51,7 @@ def test_the_configured_artifact_is_the_one_the_runtime_runs(
     lookout_cmd, clean_env, models_dir: Path, tmp_path: Path
 ) -> None:
     model_without(models_dir, tmp_path / "models", "tflite")
-    out = doctor(lookout_cmd, clean_env, tmp_path, 'type = "tflite"\nartifact = "tflite-int8"')
-    checks = {(c["area"], c["name"]): c for c in out["checks"]}
-    assert "ran blazeface-short:tflite-int8 once" in checks[("runtime", "tflite")]["detail"]
-    assert checks[("runtime", "tflite")]["ok"] is True and out["can_run"] is True
+    checks, can_run = doctor(lookout_cmd, clean_env, tmp_path, 'type = "tflite"\nartifact = "tflite-int8"')
+    tflite = checks[("runtime", "tflite")]
+    assert tflite["ok"] is True and "ran blazeface-short:tflite-int8 once" in tflite["detail"]
+    assert can_run is True
