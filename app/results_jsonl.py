@@ -1,6 +1,7 @@
 """`lookout run --output FILE.jsonl`: one JSON line per processed frame, for people and scripts.
 
-Each line: frame, source (image file name for an image folder, the URI otherwise), ts, model, runtime,
+Each line: frame, source (image file name for an image folder, the URI otherwise, its password masked
+by app/redact.py's rule: `rtsp://user:***@cam/stream`), ts, model, runtime,
 detections (label, score, box in source pixels, keypoints when the model gives them), latency_ms.
 "-" writes to stdout. Lines are flushed one by one, so `tail -f` and pipes see each frame at once.
 """
@@ -13,13 +14,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.errors import ConfigError
+from app.redact import redact
 
 
 def frame_record(result: Any) -> dict[str, Any]:
     """The JSON object of one processed frame (app.pipeline.FrameResult)."""
     return {
         "frame": result.index,
-        "source": result.source,
+        "source": redact(result.source),
         "ts": round(result.ts, 6),
         "model": result.model,
         "runtime": result.runtime,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import __version__
 from app.pipeline import STAGES
+from app.runtimes.probe import versions_in_use
 
 if TYPE_CHECKING:
     from app.measure.latency import StageHistograms
@@ -33,7 +34,8 @@ def build_report(
     detections_published: int,
     started_at: float,
 ) -> dict[str, Any]:
-    """Frames, rates, per-stage latency summaries, runtime and fallback, source health, swaps, energy."""
+    """Frames, rates, per-stage latency summaries, runtime (with its library versions) and fallback,
+    source health, swaps, energy."""
     engine = pipeline.engine
     summary = totals.summary()
     stages = {
@@ -47,6 +49,7 @@ def build_report(
         "fps": round(pipeline.fps, 2),
         "wall_s": round(wall_s, 3),
         "runtime": engine.runtime,
+        "runtime_versions": versions_in_use(type(engine.opened.runtime)),
         "requested_runtime": engine.requested_runtime,
         "fallback": engine.fallback,
         "artifact": str(engine.opened.artifact_path),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.redact import redact
 from app.telemetry.broker import Broker, start_broker
 
 RUNTIME_CYCLE = ("tflite", "executorch", "edgetpu", "torchscript-lite")
@@ -152,7 +153,7 @@ class Simulation:
                 note = f" ({why}MQTT 3.1.1 only)"
             log(f"broker: embedded {self.broker.kind} at {self.broker.url}{note}")
         else:
-            log(f"broker: {self.external_broker}")
+            log(f"broker: {redact(self.external_broker)}")
         video = demo_video_path()
         log(f"source: demo video {video}")
         protocol = "3.1.1" if self.broker is not None and self.broker.kind == "amqtt" else "5"

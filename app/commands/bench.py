@@ -7,6 +7,7 @@ from typing import Any
 
 from app.errors import ConfigError
 from app.finite import finite_float
+from app.inert import rich_text
 
 
 def register(sub: Any) -> None:
@@ -76,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
     out.print(render_table(report))
     if args.json_path:
         save_json(report, args.json_path)
-        console.print(f"wrote {args.json_path}")
+        console.print(rich_text(f"wrote {args.json_path}"))
     if args.plot_path:
         from app.measure.plot import plot_report
 
         plot_report(report, latencies, args.plot_path)
-        console.print(f"wrote {args.plot_path}")
+        console.print(rich_text(f"wrote {args.plot_path}"))
     return 1 if any("error" in r for r in report["results"]) else 0
 
 
@@ -92,29 +93,33 @@ def _f(v: Any, fmt: str = "{:.2f}") -> str:
 def render_table(report: dict[str, Any]) -> Any:
     """The rich renderable: one row per runtime (p90 bold), errors listed under the table."""
     from rich.table import Table
+    from rich.text import Text
 
     host = report["host"]
     s = report.get("settings", {})
+    # the model name, CPU name, meter source, runtimes and errors come from the host and files: data, not markup
     t = Table(
-        title=f"{report['model']} · {host.get('cpu')} · {host.get('cores')} cores · single-stream, "
-        f"≥{s.get('min_queries')} queries, warm-up {s.get('warmup')}",
-        caption=f"power: {host.get('power_meter')}",
+        title=rich_text(
+            f"{report['model']} · {host.get('cpu')} · {host.get('cores')} cores · single-stream, "
+            f"≥{s.get('min_queries')} queries, warm-up {s.get('warmup')}"
+        ),
+        caption=rich_text(f"power: {host.get('power_meter')}"),
     )
     for col in ("runtime", "load s", "1st ms", "p50 ms", "p90 ms", "p99 ms", "fps", "RSS MB", "model MB",
                 "W", "mJ/inf", "max|Δ|", "IoU"):  # fmt: skip
         t.add_column(
             col, justify="left" if col == "runtime" else "right", style="bold" if col == "p90 ms" else None
         )
-    errors: list[str] = []
+    errors: list[Text] = []
     for r in report["results"]:
         if "error" in r:
-            errors.append(f"[red]{r['runtime']}: {r['error']}[/red]")
-            t.add_row(r["runtime"], *(["—"] * 12), style="dim")
+            errors.append(rich_text(f"{r['runtime']}: {r['error']}", style="red"))
+            t.add_row(rich_text(r["runtime"]), *(["—"] * 12), style="dim")
             continue
         lat, ag = r["latency_ms"], r["agreement"]
         name = r["runtime"] + (f" → {r['fallback']['to']}" if r.get("fallback") else "")
         t.add_row(
-            name,
+            rich_text(name),
             _f(r["load_s"]),
             _f(r["first_inference_ms"]),
             _f(lat["p50"]),

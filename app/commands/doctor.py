@@ -16,15 +16,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from app.config import LookoutConfig, MqttConfig
 
+#: the table's mark and its style for ok, not ok, and a runtime that was not run
+MARKS: dict[bool | None, tuple[str, str]] = {
+    True: ("ok", "green"),
+    False: ("no", "red"),
+    None: ("not run", "yellow"),
+}
 #: Opening a runtime imports it (torch: seconds on x86, a minute or more on a Pi or under emulation).
 PROBE_TIMEOUT_S = 300.0
 
 
 @dataclass
 class Check:
+    """One row. `ok` is None for a runtime that imports but had nothing of the model's to run ("not run"):
+    neither working nor broken, and never counted as the pipeline's working runtime."""
+
     area: str
     name: str
-    ok: bool
+    ok: bool | None
     detail: str
 
 
@@ -38,10 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_runtimes(model: str | None = None, models_dir: Path | None = None) -> list[Check]:
+def check_runtimes(
+    model: str | None = None, models_dir: Path | None = None, artifacts: dict[str, str] | None = None
+) -> list[Check]:
     """Each registered runtime, opened for real in its own process (app/runtimes/probe.py): its modules
-    import and, when `model` has the runtime's artifact, it runs that artifact once. The processes run
-    side by side, at most one per CPU core (up to 4)."""
+    import and, when `model` has the runtime's artifact (`artifacts[name]`, else the runtime's default),
+    it runs that artifact once. The processes run side by side, at most one per CPU core (up to 4)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from app.runtimes.base import discover
@@ -49,7 +60,7 @@ def check_runtimes(model: str | None = None, models_dir: Path | None = None) -> 
     entries = sorted(discover().items())
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         probes = {
-            name: pool.submit(_probe_runtime, name, model, models_dir)
+            name: pool.submit(_probe_runtime, name, model, models_dir, (artifacts or {}).get(name))
             for name, entry in entries
             if entry.cls is not None and entry.cls.availability()[0]
         }
@@ -65,12 +76,18 @@ def check_runtimes(model: str | None = None, models_dir: Path | None = None) -> 
     return out
 
 
-def _probe_runtime(name: str, model: str | None, models_dir: Path | None) -> tuple[bool, str]:
+def _probe_runtime(
+    name: str, model: str | None, models_dir: Path | None, artifact: str | None
+) -> tuple[bool | None, str]:
+    from app.runtimes.probe import NOT_RUN
+
     cmd = [sys.executable, "-m", "app.runtimes.probe", name]
     if model:
         cmd += ["--model", model]
     if models_dir:
         cmd += ["--models-dir", str(models_dir)]
+    if artifact:
+        cmd += ["--artifact", artifact]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -80,7 +97,8 @@ def _probe_runtime(name: str, model: str | None, models_dir: Path | None) -> tup
         return False, f"the process opening it died with {sig}{_last_line(proc.stderr, ': ')}"
     try:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-        return bool(result["ok"]), str(result["detail"])
+        ok = None if result["state"] == NOT_RUN else bool(result["ok"])
+        return ok, str(result["detail"])
     except (IndexError, ValueError, KeyError, TypeError):
         return False, f"the process opening it exited {proc.returncode}{_last_line(proc.stderr, ': ')}"
 
@@ -90,11 +108,15 @@ def _last_line(text: str, prefix: str) -> str:
     return prefix + lines[-1][:200] if lines else ""
 
 
-def check_edgetpu(probe: bool) -> list[Check]:
+def check_edgetpu(probe: bool, runtime: Any = None) -> list[Check]:
+    """Edge TPUs present, and (`probe`) whether the delegate loads: the configured runtime's delegate
+    (`runtime` is the config's [runtime] table) when it is an Edge TPU one, else the default; probed by
+    the same call as selection's `unusable_reason`, so this row and the pipeline's fallback row agree."""
     from app.hostroots import HostRoots
     from app.runtimes import edgetpu
 
     tpu = edgetpu.EdgeTPURuntime(HostRoots.from_env())
+    options = runtime if isinstance(runtime, edgetpu.EdgeTPUConfig) else edgetpu.EdgeTPUConfig()
     devices = edgetpu.enumerate_tpus(tpu.sysfs_root, tpu.dev_root)
     if devices:
         out = [Check("edgetpu", d.name, True, f"{d.path} ({d.state})") for d in devices]
@@ -102,7 +124,7 @@ def check_edgetpu(probe: bool) -> list[Check]:
         none = "no Edge TPU found (no USB 1a6e:089a / 18d1:9302, no /dev/apex_*)"
         out = [Check("edgetpu", "devices", False, none)]
     if probe:
-        result = edgetpu.probe_delegate(edgetpu.EdgeTPUConfig().delegate_path, "")
+        result = tpu.probe(options)
         out.append(Check("edgetpu", "delegate", result.ok, result.reason))
     return out
 
@@ -348,8 +370,9 @@ def run(args: argparse.Namespace) -> int:
     from app.config import load_config
 
     cfg = load_config(args.config)
-    runtimes = check_runtimes(cfg.model, cfg.models_dir)
-    tpus = check_edgetpu(probe=not args.no_probe)
+    artifact = getattr(cfg.runtime, "artifact", None)  # the configured runtime runs the configured artifact
+    runtimes = check_runtimes(cfg.model, cfg.models_dir, {cfg.runtime.type: artifact} if artifact else None)
+    tpus = check_edgetpu(probe=not args.no_probe, runtime=cfg.runtime)
     checks = [*runtimes, *tpus, *check_cameras(), *check_meters(cfg.meter)]
     if cfg.mqtt.enabled:
         checks.append(check_broker(cfg.mqtt))
@@ -362,16 +385,20 @@ def run(args: argparse.Namespace) -> int:
         from rich.console import Console
         from rich.table import Table
 
+        from app.inert import printable, rich_text
+
         t = Table(title="lookout doctor")
         for col in ("area", "name", "", "detail"):
             t.add_column(col)
-        for c in checks:
-            t.add_row(c.area, c.name, "[green]ok[/]" if c.ok else "[red]no[/]", c.detail)
+        for c in checks:  # names and details come from the host, files and the network: data, not markup
+            text, style = MARKS[c.ok]
+            mark = rich_text(text, style=style)
+            t.add_row(rich_text(c.area), rich_text(c.name), mark, rich_text(c.detail))
         Console().print(t)
         bad = next((c for c in pipeline if not c.ok), None)
         print(
             "the configured pipeline can run"
             if can_run
-            else f"the configured pipeline cannot run: {bad.detail if bad else ''}"
+            else f"the configured pipeline cannot run: {printable(bad.detail if bad else '')}"
         )
     return 0 if can_run else 1

@@ -14,6 +14,7 @@ from typing import Any
 from app.commands.actions import Actions, Option, option
 from app.errors import ConfigError
 from app.finite import finite_float, json_safe
+from app.redact import remember
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 PASSWORD_ENV = "LOOKOUT_MQTT_PASSWORD"
@@ -209,18 +210,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 def broker_password(path: str | None) -> str | None:
     """The monitor's broker password from --password-file, else $LOOKOUT_MQTT_PASSWORD, else None (the
-    URL's, if any). Never printed: errors name the file, not its content."""
-    if path:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"--password-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
-            ) from None
-        if not lines or not lines[0]:
-            raise ConfigError(f"--password-file {path}: the first line is empty")
-        return lines[0]
-    return os.environ.get(PASSWORD_ENV) or None
+    URL's, if any). Never printed: errors name the file, not its content, and the value is remembered by
+    app/redact.py, so a line that echoes it (a log line, an error) shows `***`."""
+    password = _read_password(path) if path else os.environ.get(PASSWORD_ENV) or None
+    remember(password)
+    return password
+
+
+def _read_password(path: str) -> str:
+    """The first line of --password-file (ConfigError naming the file when unreadable or empty)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"--password-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"--password-file {path}: the first line is empty")
+    return lines[0]
 
 
 def _until_signal(monitor: Any, interval_s: float) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from app.commands.actions import Actions, option
 from app.config import default_models_dir
 from app.errors import ArtifactError, LookoutError
+from app.inert import printable, rich_text
 from app.zoo import Manifest, import_edgetpu, load_manifest, scan_models
 
 
@@ -88,7 +89,7 @@ def _select(args: argparse.Namespace) -> tuple[list[Manifest], dict[str, str]]:
 
 def _report_broken(broken: dict[str, str]) -> None:
     for folder, why in broken.items():
-        print(f"{folder}: {why}", file=sys.stderr)
+        print(printable(f"{folder}: {why}"), file=sys.stderr)
 
 
 def _size(n: int) -> str:
@@ -129,8 +130,10 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"models in {_models_dir(args)}")
+    # folder names, paths and manifest fields are file contents: shown as data, never as rich markup
+    table = Table(title=rich_text(f"models in {_models_dir(args)}"))
     for col in ("name", "task", "input", "artifacts (key: precision, size)"):
         table.add_column(col)
     for m in scan.manifests:
@@ -139,9 +142,10 @@ def _list(args: argparse.Namespace) -> int:
             p = m.dir / art.file
             size = _size(p.stat().st_size) if p.is_file() else "missing"
             arts.append(f"{key}: {art.precision}, {size}")
-        table.add_row(m.name, m.task, f"{m.input.width}x{m.input.height}", "\n".join(arts))
+        row = (m.name, m.task, f"{m.input.width}x{m.input.height}")
+        table.add_row(*map(rich_text, row), Text("\n").join(map(rich_text, arts)))
     for folder in scan.broken:
-        table.add_row(folder, "[red]unreadable[/]", "", "see the error below")
+        table.add_row(rich_text(folder), rich_text("unreadable", style="red"), "", "see the error below")
     Console().print(table)
     _report_broken(scan.broken)
     return 0
@@ -160,7 +164,7 @@ def _build(args: argparse.Namespace) -> int:
     _report_broken(broken)
     results = []
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
@@ -177,12 +181,12 @@ def _build(args: argparse.Namespace) -> int:
                 results.append(r)
     for r in results:
         if r.status == "built":
-            print(f"{r.model} {r.key}: built in {r.seconds:.1f} s ({_size(r.size)})")
+            print(printable(f"{r.model} {r.key}: built in {r.seconds:.1f} s ({_size(r.size)})"))
         elif r.status == "up to date":
-            print(f"{r.model} {r.key}: up to date")
+            print(printable(f"{r.model} {r.key}: up to date"))
         else:
             print(
-                f"{r.model} {r.key}: {r.status}: {r.reason}",
+                printable(f"{r.model} {r.key}: {r.status}: {r.reason}"),
                 file=sys.stderr if r.status == "failed" else sys.stdout,
             )
     return 2 if broken or any(r.status == "failed" for r in results) else 0
@@ -200,7 +204,7 @@ def _verify(args: argparse.Namespace) -> int:
                 m.verify_artifact(key)
             except ArtifactError as exc:
                 bad += 1
-                print(f"{m.name} {key}: {exc}", file=sys.stderr)
+                print(printable(f"{m.name} {key}: {exc}"), file=sys.stderr)
     unreadable = f"; {len(broken)} model(s) unreadable" if broken else ""
     failed = f" ({bad} failed)" if bad else ""
     print(f"{total - bad} artifacts verified{failed}{unreadable}")

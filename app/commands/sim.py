@@ -10,8 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from app.finite import finite_float
+from app.inert import rich_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     sim = Simulation(args.devices, args.duration, args.broker, models_dir, args.broker_kind)
     try:
-        sim.start(lambda msg: console.print(f"[bold]sim[/] {msg}"))
+        sim.start(lambda msg: console.print(_line(msg)))
         interrupted = _watch(sim, args.duration, console)
         console.print()
         console.print("[bold]sim[/] stopping devices (SIGTERM: drain, flush, report)")
@@ -63,10 +65,15 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({"devices": rows, "bench": bench}, indent=2) + "\n")
     problems = failed(rows)
     for line in problems:
-        console.print(f"[red]FAIL[/] {line}")
+        console.print(_line(line, "FAIL", "red"))
     if interrupted:
         return 130
     return 1 if problems else 0
+
+
+def _line(msg: str, tag: str = "sim", style: str = "bold") -> Text:
+    """A tagged line whose message (paths, URLs, device reports) is shown as data, not rich markup."""
+    return Text.assemble((tag, style), " ", rich_text(msg))
 
 
 def _watch(sim, duration: float, console: Console) -> bool:
@@ -117,20 +124,20 @@ def _summary_table(rows: list[dict]) -> Table:
             notes.append(f"{r['device_id']} fallback {fb['from']} → {fb['to']}: {fb['reason']}")
         lost_style = "red" if r["lost"] else "green"
         t.add_row(
-            r["device_id"],
-            r["model"],
-            runtime,
+            rich_text(r["device_id"]),
+            rich_text(r["model"]),
+            rich_text(runtime),
             str(r["frames"]),
             f"{r['fps']:.1f}" if r["fps"] is not None else "-",
             f"{r['infer_p90_ms']:.2f}" if r["infer_p90_ms"] is not None else "-",
             "yes" if fb else "-",
             str(r["published"]),
             str(r["received"]),
-            f"[{lost_style}]{r['lost']}[/]",
+            rich_text(r["lost"], style=lost_style),
         )
     sources = sorted({str(r["power_source"]) for r in rows})
     notes.append("power: " + "; ".join(sources) + " (measured where a meter exists, never estimated)")
-    t.caption = "\n".join(notes)
+    t.caption = Text("\n").join(map(rich_text, notes))
     return t
 
 

@@ -221,11 +221,16 @@ class EdgeTPURuntime(LiteRTBase[EdgeTPUConfig]):
         self.dev_root = self.roots.dev
         self.devices: list[TpuDevice] = []
 
+    def probe(self, options: EdgeTPUConfig, model: Path | None = None) -> ProbeResult:
+        """The configured delegate loaded (and `model` run) in a probe child: what `check` decides on,
+        and what doctor's delegate row shows."""
+        return probe_delegate(options.delegate_path, options.device, model, options.probe_timeout_s)
+
     def check(self, options: EdgeTPUConfig, model: Path | None = None) -> str | None:
         """None when the delegate loads (and runs `model`) in a probe child, else the one-line reason."""
         self.devices = enumerate_tpus(self.sysfs_root, self.dev_root)
         chosen = matching(self.devices, options.device)
-        probe = probe_delegate(options.delegate_path, options.device, model, options.probe_timeout_s)
+        probe = self.probe(options, model)
         if probe.ok:
             return None
         if chosen:

@@ -86,6 +86,14 @@ def test_broker_flags_with_a_password_never_echo_it(lookout_cmd, clean_env, tmp_
     assert "error" in fleet.stderr
 
 
+def test_sim_with_an_external_broker_never_echoes_its_password(lookout_cmd, clean_env) -> None:
+    url = f"mqtt://u:{CANARY}@127.0.0.1:1"  # refused: sim names its broker, then stops with an error
+    sim = _cli(lookout_cmd, clean_env, "sim", "--devices", "1", "--duration", "1", "--bench-frames", "0",
+               "--broker", url)  # fmt: skip
+    assert sim.returncode == 2 and "broker: mqtt://u:***@127.0.0.1:1" in sim.stdout, sim.stdout + sim.stderr
+    _clean(sim, CANARY)
+
+
 def test_fleet_report_with_a_postgresql_url_never_echoes_its_password(
     lookout_cmd, clean_env, tmp_path
 ) -> None:

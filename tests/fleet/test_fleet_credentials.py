@@ -98,3 +98,23 @@ def test_wrong_or_unusable_credentials_are_one_line_errors_without_the_password(
         last = r.stderr.strip().splitlines()[-1]  # (log lines of the refused attempts come before it)
         assert last.startswith("lookout fleet: error: ") and message in last, r.stderr
         assert "not-the-Pw-9" not in r.stdout + r.stderr
+
+
+def test_a_password_echoed_in_an_error_line_is_masked(
+    locked_broker, lookout_cmd, clean_env, tmp_path
+) -> None:
+    """The password from --password-file or $LOOKOUT_MQTT_PASSWORD is remembered by app/redact.py: pasted
+    by mistake where the user goes (mqtt://PASSWORD@host), the broker's refusal names the user as ***."""
+    canary = "canary-Pw-4417"
+    url = f"mqtt://{canary}@{locked_broker.host}:{locked_broker.port}"
+    pw_file = tmp_path / "monitor.pw"
+    pw_file.write_text(canary + "\n")
+    for extra, env in (
+        (["--password-file", str(pw_file)], clean_env),
+        ([], clean_env | {"LOOKOUT_MQTT_PASSWORD": canary}),
+    ):
+        r = fleet(lookout_cmd, env, "--broker", url, *extra)
+        assert r.returncode == 2, (extra, r.stdout, r.stderr)
+        last = r.stderr.strip().splitlines()[-1]
+        assert "refused the credentials of user '***'" in last, r.stderr
+        assert canary not in r.stdout + r.stderr
