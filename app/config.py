@@ -392,6 +392,7 @@ def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | 
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except RecursionError:
             raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+        _anchor_tls_paths(data, path.parent)
     file = where  # a table the flags go into must be a table in the file
     for dotted, value in (overrides or {}).items():
         if dotted == "runtime.type":
@@ -400,6 +401,19 @@ def load_config(explicit: str | Path | None = None, overrides: dict[str, Any] | 
             _set_dotted(data, dotted, value, file)
         where = f"{file} + flags"
     return validate_config(data, where)
+
+
+def _anchor_tls_paths(data: dict[str, Any], folder: Path) -> None:
+    """Relative [mqtt.tls] files in a config file are relative to that file (as flash.sh reads them), not
+    to the working directory (/ under systemd)."""
+    mqtt = data.get("mqtt")
+    tls = mqtt.get("tls") if isinstance(mqtt, dict) else None
+    if not isinstance(tls, dict):
+        return
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = tls.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            tls[key] = str(folder / value)
 
 
 def validate_config(data: dict[str, Any], where: str = "config") -> LookoutConfig:

@@ -113,3 +113,22 @@ def test_runtime_flag_switches_variant_keeping_shared_options(tmp_path: Path) ->
     assert cfg.runtime.threads == 3
     same = load_config(path, {"runtime.type": "edgetpu"})
     assert same.runtime.device == "usb:1"
+
+
+def test_relative_tls_files_are_relative_to_the_config_file(
+    tmp_path: Path, lookout_cmd: list[str], clean_env: dict
+) -> None:
+    """As flash.sh and docs/deploy.md read them; `run` used to open them from its working directory
+    (`/` under systemd), and `config check` from anywhere else than the config's folder said not found."""
+    conf = tmp_path / "conf"
+    (conf / "pki").mkdir(parents=True)
+    (conf / "pki" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = conf / "c.toml"
+    cfg.write_text('[mqtt]\nurl = "mqtts://127.0.0.1:8883"\n[mqtt.tls]\nca_file = "pki/ca.crt"\n')
+    assert load_config(cfg).mqtt.tls.ca_file == conf / "pki" / "ca.crt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([*lookout_cmd, "config", "check", "--config", str(cfg)], capture_output=True, text=True,
+                       env=clean_env | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}, cwd=elsewhere,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
