@@ -10,6 +10,7 @@ from typing import Any
 
 from app.errors import ConfigError
 from app.finite import finite_float
+from app.inert import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +47,7 @@ def source_override(value: str) -> dict[str, Any]:
         return {"type": "images", "folder": str(path)}
     if "://" not in value and not value.isdigit() and not value.startswith("/dev/") and value != "demo":
         if not path.exists():
-            raise ConfigError(f"--source {value}: no such file, folder or device")
+            raise ConfigError(f"--source {printable(value)}: no such file, folder or device")
         return {"type": "opencv", "uri": str(path.resolve()), "loop": False}
     return {"type": "opencv", "uri": value}
 
