@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-#: distributions whose versions matter per runtime (first found wins for display, all are listed)
-RUNTIME_DISTS: dict[str, tuple[str, ...]] = {
-    "tflite": ("ai-edge-litert", "tflite-runtime", "tensorflow"),
-    "edgetpu": ("ai-edge-litert", "tflite-runtime", "pycoral"),
-    "executorch": ("executorch", "torch"),
-    "torchscript-lite": ("torch",),
-    "onnxruntime": ("onnxruntime",),
-}
-COMMON_DISTS = ("numpy", "opencv-python-headless")
+COMMON_MODULES = ("numpy", "cv2")  # every runtime's run also depends on these
 
 
 def _cpuinfo(root: Path) -> dict[str, str] | None:
@@ -71,23 +62,20 @@ def os_name(root: Path = Path("/")) -> str:
     return platform.platform()
 
 
-def dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+def runtime_versions(runtimes: list[str]) -> dict[str, str]:
+    """{distribution: version} of the libraries the runtimes need (each plugin's `requires` modules, the
+    rule doctor and the run report use too) and the common ones; libraries not installed are left out."""
+    from app.errors import LookoutError
+    from app.runtimes.base import get_runtime_class
+    from app.runtimes.probe import versions
 
-
-def runtime_versions(runtimes: list[str]) -> dict[str, str | None]:
-    """{distribution: version or None} for the runtimes' libraries and the common ones."""
-    names: list[str] = []
-    for r in runtimes:
-        names += [d for d in RUNTIME_DISTS.get(r, ()) if d not in names]
-    names += [d for d in COMMON_DISTS if d not in names]
-    found = {n: dist_version(n) for n in names}
-    # list alternatives only when installed, but always list the first choice of each runtime
-    firsts = {RUNTIME_DISTS[r][0] for r in runtimes if r in RUNTIME_DISTS}
-    return {n: v for n, v in found.items() if v is not None or n in firsts}
+    modules: list[str] = []
+    for name in runtimes:
+        try:
+            modules += get_runtime_class(name).requires
+        except LookoutError:  # an unknown runtime: the bench reports it as an error result
+            continue
+    return versions([*modules, *COMMON_MODULES])
 
 
 def host_info(runtimes: list[str], power_meter: str) -> dict[str, Any]:
