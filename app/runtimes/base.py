@@ -63,6 +63,7 @@ class RuntimeConfig(BaseModel):
     """Options common to every runtime; each runtime subclasses it with a Literal `type`."""
 
     model_config = MODEL_CONFIG
+    type: str = Field(description="the runtime's registered name (each subclass narrows it to a Literal)")
     threads: int = Field(default=1, ge=1, le=64, description="CPU threads for inference")
     artifact: str | None = Field(default=None, description="manifest artifact key; default per runtime")
     isolate: bool = Field(

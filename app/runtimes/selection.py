@@ -61,7 +61,7 @@ def plan_runtime(
     options: RuntimeConfig, manifest: Manifest, roots: HostRoots | None = None, *, probe: bool = True
 ) -> Plan:
     """Which runtime, options and artifact will run `manifest`, asking the requested runtime's plugin."""
-    cls = get_runtime_class(options.type)  # type: ignore[attr-defined]
+    cls = get_runtime_class(options.type)
     rt = cls(roots)
     reason = rt.unusable_reason(options, manifest, probe=probe)
     if reason is None:

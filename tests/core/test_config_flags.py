@@ -49,7 +49,7 @@ def test_threads_without_a_config_file_runs_the_default_runtime(lookout_cmd, cle
 @pytest.mark.parametrize(
     ("text", "want"),
     [
-        ("[runtime]\nthreads = 2\n", '[runtime]\nthreads = 2\nisolate = false\nxnnpack = true\ntype = "tflite"\n'),
+        ("[runtime]\nthreads = 2\n", '[runtime]\ntype = "tflite"\nthreads = 2\nisolate = false\nxnnpack = true\n'),
         ("[source]\nrealtime = true\n", '[source]\ntype = "opencv"\nuri = "demo"\nloop = true\nrealtime = true\n'),
         ("[meter]\n", '[meter]\ntype = "none"\n'),
     ],
