@@ -33,6 +33,60 @@ def stop_run(proc: subprocess.Popen) -> str:
     return err
 
 
+class DeviceWatcher:
+    """An MQTT 5 client on one device's topic tree: its detections, command replies and statuses (parsed
+    JSON, in arrival order), and the commands a test sends it."""
+
+    KEPT = ("/detections", "/reply", "/status")  # events, presence, metrics pass by; a snapshot is a JPEG
+
+    def __init__(self, broker: Any, device_id: str) -> None:
+        self.device_id = device_id
+        self.detections: list[dict] = []
+        self.replies: list[dict] = []
+        self.status: list[dict] = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_message = self._on_message
+        self.c.connect(broker.host, broker.port)
+        self.c.subscribe(f"lookout/{device_id}/#", qos=1)
+        self.c.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        if not msg.payload or not msg.topic.endswith(self.KEPT):
+            return  # an empty payload clears a retained message
+        kept = dict(zip(self.KEPT, (self.detections, self.replies, self.status), strict=True))
+        payload = json.loads(msg.payload)
+        with self.lock:
+            kept[next(k for k in self.KEPT if msg.topic.endswith(k))].append(payload)
+
+    def command(self, verb: str, payload: dict, retain: bool = False) -> None:
+        info = self.c.publish(
+            f"lookout/{self.device_id}/cmd/{verb}", json.dumps(payload), qos=1, retain=retain
+        )
+        info.wait_for_publish(10)
+
+    def wait(self, what: Callable[[], Any], proc: subprocess.Popen, timeout: float = 60.0) -> Any:
+        """What `what()` returns once truthy (called under the lock); fails at once if the service exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                got = what()
+            if got:
+                return got
+            assert proc.poll() is None, (
+                "service exited: " + (proc.stderr.read() if proc.stderr else "")[-2000:]
+            )
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting")
+
+    def reply_to(self, req_id: str, proc: subprocess.Popen) -> dict:
+        return self.wait(lambda: next((r for r in self.replies if r.get("id") == req_id), None), proc)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
 class LiveDevice:
     """Starts `lookout run --config FILE`, records everything under lookout/<id>/# (raw bytes)."""
 

@@ -8,65 +8,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from .live_device import start_run, stop_run
+from .live_device import DeviceWatcher, start_run, stop_run
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Requester:
-    """An MQTT 5 client that sends commands and records replies and statuses of one device."""
-
-    def __init__(self, broker, device_id: str) -> None:
-        self.device_id = device_id
-        self.replies: list[dict] = []
-        self.status: list[dict] = []
-        self.lock = threading.Lock()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = self._on_message
-        self.c.connect(broker.host, broker.port)
-        self.c.subscribe(f"lookout/{device_id}/cmd/+/reply", qos=1)
-        self.c.subscribe(f"lookout/{device_id}/status", qos=1)
-        self.c.loop_start()
-
-    def _on_message(self, _c, _u, msg) -> None:
-        if not msg.payload:
-            return
-        with self.lock:
-            (self.replies if msg.topic.endswith("/reply") else self.status).append(json.loads(msg.payload))
-
-    def send(self, verb: str, payload: dict, retain: bool = False) -> None:
-        info = self.c.publish(
-            f"lookout/{self.device_id}/cmd/{verb}", json.dumps(payload), qos=1, retain=retain
-        )
-        info.wait_for_publish(10)
-
-    def wait(self, what, proc: subprocess.Popen, timeout: float = 60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                got = what()
-            if got:
-                return got
-            assert proc.poll() is None, "service exited: " + proc.stderr.read()[-2000:]
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting")
-
-    def reply_to(self, req_id: str, proc: subprocess.Popen) -> dict:
-        return self.wait(lambda: next((r for r in self.replies if r.get("id") == req_id), None), proc)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 def _start(cfg: Path, cwd: Path, env: dict, *extra: str) -> subprocess.Popen:
@@ -108,7 +59,7 @@ def test_swap_paths_from_root_are_refused(broker, models_dir, clean_env, tmp_pat
     m.write_text(text.replace(sha, sha256_file("/etc/passwd"), 1))
 
     cfg = _config(tmp_path / "c.toml", "d1", broker, tmp_path / "state")
-    req = Requester(broker, "d1")
+    req = DeviceWatcher(broker, "d1")
     proc = _start(cfg, Path("/"), clean_env, "--models-dir", str(x / "models"))
     rel = str(x.relative_to("/"))
     variants = [
@@ -125,12 +76,12 @@ def test_swap_paths_from_root_are_refused(broker, models_dir, clean_env, tmp_pat
     try:
         req.wait(lambda: any(s.get("state") == "online" for s in req.status), proc)
         for i, model in enumerate(variants):
-            req.send("swap", {"model": model, "runtime": "tflite", "id": f"v{i}"})
+            req.command("swap", {"model": model, "runtime": "tflite", "id": f"v{i}"})
             reply = req.reply_to(f"v{i}", proc)
             assert reply["ok"] is False, (model, reply)
             assert "\n" not in reply["error"] and reply["error"], (model, reply)
         # the service still runs the configured model, and a proper name still swaps
-        req.send("swap", {"model": "blazeface-back", "runtime": "tflite", "id": "good"})
+        req.command("swap", {"model": "blazeface-back", "runtime": "tflite", "id": "good"})
         good = req.reply_to("good", proc)
         assert good["ok"] is True and good["to"]["model"] == "blazeface-back", good
     finally:
@@ -147,13 +98,13 @@ def test_swap_paths_from_root_are_refused(broker, models_dir, clean_env, tmp_pat
 def test_a_retained_swap_never_runs(broker, models_dir, clean_env, tmp_path: Path, protocol: str) -> None:
     cfg = _config(tmp_path / "c.toml", "d2", broker, tmp_path / "state")
     cfg.write_text(cfg.read_text() + f'protocol = "{protocol}"\n')
-    req = Requester(broker, "d2")
-    req.send("swap", {"model": "blazeface-back", "runtime": "tflite", "id": "stale"}, retain=True)
+    req = DeviceWatcher(broker, "d2")
+    req.command("swap", {"model": "blazeface-back", "runtime": "tflite", "id": "stale"}, retain=True)
     proc = _start(cfg, REPO, clean_env)
     try:
         req.wait(lambda: any(s.get("state") == "online" for s in req.status), proc)
         # commands run in arrival order; a retained one arrives at subscription, before this one
-        req.send("config", {"publish_empty": True, "id": "live"})
+        req.command("config", {"publish_empty": True, "id": "live"})
         assert req.reply_to("live", proc)["ok"] is True
         time.sleep(0.5)
     finally:

@@ -3,65 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
-import subprocess
-import threading
-import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from .live_device import start_run, stop_run
+from .live_device import DeviceWatcher, start_run, stop_run
 
 FPS = 10.0  # the source's frame rate (capped like a camera)
-
-
-class Watcher:
-    """Subscribes to one device's tree and records what arrives."""
-
-    def __init__(self, broker, device_id: str) -> None:
-        self.detections: list[dict] = []
-        self.replies: list[dict] = []
-        self.status: list[dict] = []
-        self.lock = threading.Lock()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = self._on_message
-        self.c.connect(broker.host, broker.port)
-        self.c.subscribe(f"lookout/{device_id}/#", qos=1)
-        self.c.loop_start()
-        self.device_id = device_id
-
-    def _on_message(self, _c, _u, msg) -> None:
-        if not msg.topic.endswith(("/detections", "/reply", "/status")):
-            return  # events, presence, metrics; the snapshot is a JPEG, not JSON
-        payload = json.loads(msg.payload)
-        with self.lock:
-            if msg.topic.endswith("/detections"):
-                self.detections.append(payload)
-            elif msg.topic.endswith("/reply"):
-                self.replies.append(payload)
-            elif msg.topic.endswith("/status"):
-                self.status.append(payload)
-
-    def wait(self, what, timeout: float, proc: subprocess.Popen):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                got = what()
-            if got:
-                return got
-            assert proc.poll() is None, "service exited"
-            time.sleep(0.1)
-        raise AssertionError("timed out waiting")
-
-    def command(self, verb: str, payload: dict) -> None:
-        self.c.publish(f"lookout/{self.device_id}/cmd/{verb}", json.dumps(payload), qos=1)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 @pytest.mark.slow
@@ -77,23 +26,23 @@ def test_hot_swap_under_load_and_corrupt_model_rejected(
         f'[pipeline]\nfps = {FPS}\n[mqtt]\nurl = "{broker.url}"\npublish_empty = true\nmetrics_interval_s = 1.0\n'
         "homeassistant = false\n"
     )
-    watcher = Watcher(broker, "swap-dev")
+    watcher = DeviceWatcher(broker, "swap-dev")
     proc = start_run(clean_env, "--config", str(cfg), "--report", str(tmp_path / "r.json"))
     try:
-        watcher.wait(lambda: len(watcher.detections) >= 10, 60, proc)
+        watcher.wait(lambda: len(watcher.detections) >= 10, proc, 60)
         watcher.command("swap", {"model": "blazeface-short", "runtime": "executorch"})
-        reply = watcher.wait(lambda: watcher.replies[:1], 90, proc)[0]
+        reply = watcher.wait(lambda: watcher.replies[:1], proc, 90)[0]
         assert reply["ok"] is True, reply
-        watcher.wait(lambda: sum(d["runtime"] == "executorch" for d in watcher.detections) >= 10, 30, proc)
+        watcher.wait(lambda: sum(d["runtime"] == "executorch" for d in watcher.detections) >= 10, proc, 30)
 
         # corrupt the other model's artifact: the swap must be rejected, the running model kept
         (models / "blazeface-back" / "face_detection_back.tflite").write_bytes(b"\0" * 1000)
         n_before = len(watcher.detections)
         watcher.command("swap", {"model": "blazeface-back", "runtime": "tflite"})
-        reply = watcher.wait(lambda: watcher.replies[1:2], 60, proc)[0]
+        reply = watcher.wait(lambda: watcher.replies[1:2], proc, 60)[0]
         assert reply["ok"] is False
         assert "face_detection_back.tflite" in reply["error"]
-        watcher.wait(lambda: len(watcher.detections) >= n_before + 10, 30, proc)
+        watcher.wait(lambda: len(watcher.detections) >= n_before + 10, proc, 30)
         with watcher.lock:
             after = watcher.detections[n_before:]
         assert all(d["runtime"] == "executorch" and d["model"] == "blazeface-short" for d in after)
@@ -126,15 +75,15 @@ def test_swap_back_to_edgetpu_keeps_its_configured_options(broker, models_dir, c
         f'[source]\ntype = "synthetic"\n[pipeline]\nfps = {FPS}\n'
         f'[mqtt]\nurl = "{broker.url}"\npublish_empty = true\nhomeassistant = false\n'
     )
-    watcher = Watcher(broker, "tpu-dev")
+    watcher = DeviceWatcher(broker, "tpu-dev")
     proc = start_run(clean_env, "--config", str(cfg))
     try:
-        watcher.wait(lambda: watcher.detections[:1], 60, proc)
+        watcher.wait(lambda: watcher.detections[:1], proc, 60)
         watcher.command("swap", {"model": "blazeface-short", "runtime": "tflite"})
-        away = watcher.wait(lambda: watcher.replies[:1], 60, proc)[0]
+        away = watcher.wait(lambda: watcher.replies[:1], proc, 60)[0]
         assert away["ok"] is True and away["fallback"] is None, away
         watcher.command("swap", {"model": "blazeface-short", "runtime": "edgetpu"})
-        back = watcher.wait(lambda: watcher.replies[1:2], 60, proc)[0]
+        back = watcher.wait(lambda: watcher.replies[1:2], proc, 60)[0]
     finally:
         err = stop_run(proc)
         watcher.close()

@@ -141,6 +141,17 @@ def collect() -> Iterator[Callable[..., Collector]]:
         c.close()
 
 
+def broker_outage(broker: Broker, seconds: float) -> tuple[float, float]:
+    """Stop the broker process for `seconds`, then start it again (same port, persistent state): the
+    (down, up) wall-clock times."""
+    down = time.time()
+    broker.stop_process()
+    time.sleep(seconds)
+    up = time.time()
+    broker.start_process()
+    return down, up
+
+
 def mqtt_cfg(url: str, **kw: Any) -> MqttConfig:
     """Test config: sub-second reconnect backoff."""
     kw.setdefault("reconnect_max_s", 0.4)

@@ -5,7 +5,6 @@ documents, and an events seq without a gap across a broker outage."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -15,7 +14,7 @@ import pytest
 from app.telemetry.schemas import validate
 
 from ..service.live_device import start_run, stop_run
-from .conftest import wait_until
+from .conftest import broker_outage, wait_until
 
 DEVICE = "events-dev"
 OUTAGE_S = 6.0  # longer than one pass of the demo at 60 fps (5 s): an end and a start fall inside it
@@ -53,11 +52,7 @@ def test_run_publishes_events_snapshot_and_discovery_across_an_outage(
     try:
         wait_until(lambda: any(m.json()["type"] == "start" for m in sub.on("/events")), 60, "a start event")
         sub.wait_for("/snapshot", timeout_s=10)
-        t_down = time.time()
-        persistent_broker.stop_process()
-        time.sleep(OUTAGE_S)
-        t_up = time.time()
-        persistent_broker.start_process()
+        t_down, t_up = broker_outage(persistent_broker, OUTAGE_S)
         wait_until(
             lambda: any(m.json()["ts"] > t_up + 0.5 for m in sub.on("/events")), 30, "events after the outage"
         )

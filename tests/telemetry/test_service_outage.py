@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..service.live_device import start_run, stop_run
-from .conftest import wait_until
+from .conftest import broker_outage, wait_until
 
 OUTAGE_S = 10.0
 
@@ -43,11 +43,7 @@ def test_broker_stopped_10s_mid_run(
     proc = service(write_config(tmp_path, persistent_broker.url, demo_video), tmp_path / "r.json", clean_env)
     try:
         sub.wait_for("/detections", 20, timeout_s=60)
-        t_down = time.time()
-        persistent_broker.stop_process()
-        time.sleep(OUTAGE_S)
-        t_up = time.time()
-        persistent_broker.start_process()
+        t_down, t_up = broker_outage(persistent_broker, OUTAGE_S)
         wait_until(
             lambda: any(m.json()["ts"] > t_up + 1 for m in sub.on("/detections")), 60, "detections after"
         )
