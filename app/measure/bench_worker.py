@@ -55,8 +55,16 @@ def runtime_config(cfg: LookoutConfig, name: str, threads: int | None) -> Runtim
     return validate_runtime(data, f"runtime {name!r}")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+def peak_rss_mb(status: Path = Path("/proc/self/status")) -> float:
+    """This process's peak resident memory, MB. Linux's VmHWM, which exec resets: getrusage's ru_maxrss
+    survives exec, so a worker started by a 125 MB service reported 125 MB whatever its runtime used."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux (no /proc: elsewhere)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

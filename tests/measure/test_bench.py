@@ -127,3 +127,19 @@ def test_bench_runs_on_a_device_install_without_scikit_image(lookout_cmd, clean_
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["results"][0]["detections"]["astronaut"] == 1
+
+
+def test_a_workers_peak_memory_is_its_own_not_its_parents() -> None:
+    """getrusage's ru_maxrss survives fork and exec: a bench worker started by a 125 MB service said 125 MB for
+    every runtime (the fleet's /runtimes page showed it). The worker's own peak is what is reported."""
+    import subprocess
+    import sys
+
+    fat = bytearray(300 * 1024 * 1024)
+    fat[::4096] = b"\x01" * len(fat[::4096])  # touch every page: the parent really holds 300 MB
+    code = "from app.measure.bench_worker import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert float(out.stdout) < 200, out.stdout  # numpy + the worker module: tens of MB, not the parent's 300
+    del fat
