@@ -50,6 +50,9 @@ def runtime_config(cfg: LookoutConfig, name: str, threads: int | None) -> Runtim
     from app.runtimes.base import switch_runtime
 
     data = switch_runtime(name, cfg.runtime)
+    # the worker is the runtime's own process already: isolating it again (a hot-swapped device's config
+    # says isolate) would time the shared-memory hop and leave the runtime's memory out of rss_mb
+    data["isolate"] = False
     if threads is not None:
         data["threads"] = threads
     return validate_runtime(data, f"runtime {name!r}")

@@ -143,3 +143,19 @@ def test_a_workers_peak_memory_is_its_own_not_its_parents() -> None:
     )
     assert float(out.stdout) < 200, out.stdout  # numpy + the worker module: tens of MB, not the parent's 300
     del fat
+
+
+def test_a_bench_of_an_isolated_config_measures_the_runtime_in_its_worker(tmp_path: Path) -> None:
+    """A hot-swapped device runs torch runtimes with isolate = true; its cmd/bench passed that on, so each
+    worker ran its runtime in yet another child: every runtime showed the worker's ~70 MB and paid the hop."""
+    from app.measure.bench import BenchOptions, run_bench
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[runtime]\ntype = "executorch"\nisolate = true\n[meter]\ntype = "none"\n')
+    result, _ = run_bench(
+        BenchOptions(
+            model="blazeface-short", runtimes=["tflite", "torchscript-lite"], frames=20, config=str(cfg)
+        )
+    )
+    rss = {r["runtime"]: r["rss_mb"] for r in result["results"]}
+    assert rss["torchscript-lite"] > rss["tflite"] + 100, rss  # torch lives in the worker it is measured in
